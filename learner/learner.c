@@ -1,0 +1,207 @@
+/* Learner service: membership, liveness and status (see learner.h). */
+#include "learner/learner.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/cli.h"
+#include "common/clock.h"
+
+/* ==== membership ==== */
+
+static const char *learner_role_name(uint32_t role)
+{
+    switch (role) {
+    case GTRT__ROLE__ROLE_ACTOR: return "actor";
+    case GTRT__ROLE__ROLE_TEACHER: return "teacher";
+    case GTRT__ROLE__ROLE_LEARNER: return "learner";
+    default: return "client";
+    }
+}
+
+/* Record a message from a registered role; NULL when the table is full. */
+static peer *learner_heard(learner *l, const net_route *from, const wire_msg *msg,
+                           const Gtrt__PeerInfo *info)
+{
+    bool joined;
+    peer *p = peers_touch(&l->peers, msg->hdr->sender_id, clock_mono_ms(), &joined);
+    if (!p) {
+        l->peers_refused++;
+        return NULL;
+    }
+    p->route = *from;
+    p->role = (uint32_t)msg->hdr->role;
+    peers_update_info(p, info);
+    p->role = (uint32_t)msg->hdr->role; /* the header's role is authoritative */
+    if (joined)
+        log_info("%s %s joined (host %s, pid %u, gtrt %s)", learner_role_name(p->role), p->id,
+                 p->host[0] ? p->host : "?", p->pid, p->version[0] ? p->version : "?");
+    return p;
+}
+
+/* Alive teachers as PeerInfo pointers for Welcome / Heartbeat. */
+static size_t learner_teachers(learner *l, Gtrt__PeerInfo *infos, Gtrt__PeerInfo **ptrs,
+                               size_t max)
+{
+    size_t k = 0;
+    uint64_t now = clock_mono_ms();
+    for (size_t i = 0; i < l->peers.n && k < max; i++) {
+        const peer *p = &l->peers.v[i];
+        if (p->alive && p->role == GTRT__ROLE__ROLE_TEACHER) {
+            peers_to_info(p, now, &infos[k]);
+            ptrs[k] = &infos[k];
+            k++;
+        }
+    }
+    return k;
+}
+
+#define LEARNER_MAX_TEACHERS_LISTED 64
+
+static void learner_welcome(learner *l, const net_route *to, uint64_t request_id)
+{
+    Gtrt__PeerInfo self, infos[LEARNER_MAX_TEACHERS_LISTED];
+    Gtrt__PeerInfo *ptrs[LEARNER_MAX_TEACHERS_LISTED];
+    svc_self_info(&l->s, &self);
+    Gtrt__Welcome w = GTRT__WELCOME__INIT;
+    w.learner = &self;
+    w.has_heartbeat_ms = 1;
+    w.heartbeat_ms = (uint32_t)l->s.heartbeat_ms;
+    w.n_teachers = learner_teachers(l, infos, ptrs, LEARNER_MAX_TEACHERS_LISTED);
+    w.teachers = ptrs;
+    net_send(l->router, to, GTRT__MSG_TYPE__MSG_WELCOME, &w.base, request_id, NULL, 0);
+}
+
+/* ==== messages ==== */
+
+static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg *msg, void *ud)
+{
+    learner *l = ud;
+    uint32_t role = (uint32_t)msg->hdr->role;
+    bool member = role == GTRT__ROLE__ROLE_ACTOR || role == GTRT__ROLE__ROLE_TEACHER;
+    uint64_t rid = msg->hdr->has_request_id ? msg->hdr->request_id : 0;
+    switch (msg->type) {
+    case GTRT__MSG_TYPE__MSG_HELLO:
+        if (!member)
+            break;
+        if (learner_heard(l, from, msg, ((const Gtrt__Hello *)msg->body)->peer))
+            learner_welcome(l, from, rid);
+        else
+            svc_reply_error(sock, from, rid, GTRT_ERANGE, "learner is full: too many peers");
+        return;
+    case GTRT__MSG_TYPE__MSG_HEARTBEAT:
+        if (!member)
+            break;
+        learner_heard(l, from, msg, ((const Gtrt__Heartbeat *)msg->body)->peer);
+        return;
+    case GTRT__MSG_TYPE__MSG_BYE: {
+        peer *p = peers_find(&l->peers, msg->hdr->sender_id);
+        if (p && p->alive) {
+            p->alive = false;
+            const Gtrt__Bye *b = (const Gtrt__Bye *)msg->body;
+            log_info("%s %s left (%s)", learner_role_name(p->role), p->id,
+                     b->reason ? b->reason : "no reason given");
+        }
+        return;
+    }
+    case GTRT__MSG_TYPE__MSG_STATUS_REQUEST: {
+        svc_counters extra = {0};
+        svc_counters_add(&extra, "peers_refused", l->peers_refused);
+        svc_reply_status(&l->s, sock, from, rid, &l->peers, &extra);
+        return;
+    }
+    default:
+        break;
+    }
+    svc_unexpected(sock, msg);
+}
+
+/* ==== heartbeat ==== */
+
+static void learner_on_beat(svc *s)
+{
+    learner *l = (learner *)s;
+    uint64_t now = clock_mono_ms();
+    peer *gone[64];
+    size_t ngone = peers_sweep(&l->peers, now, gone, 64);
+    for (size_t i = 0; i < ngone && i < 64; i++)
+        log_warn("%s %s is gone (silent for %llu ms)", learner_role_name(gone[i]->role),
+                 gone[i]->id, (unsigned long long)(now - gone[i]->last_seen_ms));
+    if (ngone > 64)
+        log_warn("... and %zu more peers are gone", ngone - 64);
+
+    Gtrt__PeerInfo self, infos[LEARNER_MAX_TEACHERS_LISTED];
+    Gtrt__PeerInfo *ptrs[LEARNER_MAX_TEACHERS_LISTED];
+    svc_self_info(s, &self);
+    Gtrt__Heartbeat hb = GTRT__HEARTBEAT__INIT;
+    hb.peer = &self;
+    hb.n_teachers = learner_teachers(l, infos, ptrs, LEARNER_MAX_TEACHERS_LISTED);
+    hb.teachers = ptrs;
+    for (size_t i = 0; i < l->peers.n; i++)
+        if (l->peers.v[i].alive)
+            net_send(l->router, &l->peers.v[i].route, GTRT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, 0,
+                     NULL, 0);
+}
+
+static void learner_on_stop(svc *s)
+{
+    learner *l = (learner *)s;
+    log_info("stopping; %zu actors and %zu teachers were alive",
+             peers_count_alive(&l->peers, GTRT__ROLE__ROLE_ACTOR),
+             peers_count_alive(&l->peers, GTRT__ROLE__ROLE_TEACHER));
+}
+
+/* ==== life cycle ==== */
+
+int learner_init(learner *l, const config *cfg, err *e)
+{
+    int rc = svc_init(&l->s, cfg, GTRT__ROLE__ROLE_LEARNER, "learner", config_str(cfg, "learner.id"), e);
+    if (rc)
+        return rc;
+    l->s.on_beat = learner_on_beat;
+    l->s.on_stop = learner_on_stop;
+    snprintf(l->s.endpoint, sizeof l->s.endpoint, "%s", config_str(cfg, "learner.connect"));
+    uint64_t timeout = l->s.heartbeat_ms * (uint64_t)config_int(cfg, "net.liveness");
+    if ((rc = peers_init(&l->peers, (size_t)config_int(cfg, "net.max_peers"), timeout)))
+        return err_set(e, rc, "out of memory for the peer table");
+    l->router = net_sock_new(&l->s.net, ZMQ_ROUTER, "router", learner_on_msg, l, e);
+    if (!l->router)
+        return e ? e->code : GTRT_ENET;
+    const char *bind = config_str(cfg, "learner.bind");
+    if ((rc = net_sock_bind(l->router, bind, e)))
+        return rc;
+    log_info("listening on %s", bind);
+    return 0;
+}
+
+void learner_deinit(learner *l) { peers_deinit(&l->peers); }
+
+int learner_main(int argc, char **argv)
+{
+    static const cli_cmd cmd = {
+        "learner", "", "Run the learner: the hub actors and teachers register with.",
+        "Binds learner.bind, tracks which actors and teachers are alive (a peer silent for\n"
+        "net.liveness heartbeat intervals is gone) and answers `gtrt status`.\n"
+        "Stops cleanly on SIGINT or SIGTERM (exit code 0)."};
+    cli_common common;
+    int rc = cli_parse(argc, argv, &cmd, NULL, &common, NULL, NULL, 0);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    config *cfg = cli_config(&common);
+    if (!cfg)
+        return 2;
+    learner l = {0};
+    err e = {0};
+    rc = learner_init(&l, cfg, &e);
+    if (rc) {
+        log_error("%s", e.msg);
+        svc_abort(&l.s);
+        learner_deinit(&l);
+        config_free(cfg);
+        return 1;
+    }
+    rc = svc_run(&l.s);
+    learner_deinit(&l);
+    config_free(cfg);
+    return rc;
+}

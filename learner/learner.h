@@ -1,0 +1,24 @@
+/* The learner service: the hub actors and teachers register with. It keeps
+ * the membership table (who is alive, since when, which versions), answers
+ * status requests and tells actors which teachers are alive. Later it
+ * ingests trajectories, runs the RL updates and publishes checkpoints. */
+#ifndef GTRT_LEARNER_H
+#define GTRT_LEARNER_H
+
+#include "common/peers.h"
+#include "common/service.h"
+
+typedef struct learner {
+    svc s;
+    net_sock *router;
+    peer_table peers;
+    uint64_t peers_refused; /* registrations refused: table full */
+} learner;
+
+int learner_init(learner *l, const config *cfg, err *e);
+void learner_deinit(learner *l);
+
+/* `gtrt learner`: run the learner service until SIGINT/SIGTERM. */
+int learner_main(int argc, char **argv);
+
+#endif
