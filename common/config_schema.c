@@ -54,5 +54,20 @@ const cfg_key config_schema[] = {
     {"up", "start_timeout_s", CFG_DOUBLE, "30", 1, 3600,
      "seconds to wait for every service to register"},
 
+    /* ---- env ---- */
+    {"env", "name", CFG_STR, "points24", 0, 0,
+     "environment: numberline | ezpoints | points24 | blackjack"},
+    {"env", "seed", CFG_INT, "1", 0, 9.2e18,
+     "seed of the deal for `gtrt env` (same seed: same cards, same picture)"},
+    {"env", "solvable_only", CFG_BOOL, "true", 0, 0,
+     "points24: deal only hands that can make 24"},
+    {"env", "image_width", CFG_INT, "0", 0, 4096,
+     "observation width in pixels; 0: the env's native size (points24 64x32)"},
+    {"env", "image_height", CFG_INT, "0", 0, 4096,
+     "observation height in pixels; 0: the env's native size"},
+    {"env", "image_channels", CFG_INT, "3", 1, 3, "observation channels: 3 (RGB) or 1 (grey)"},
+    {"env", "prompt_actions", CFG_BOOL, "false", 0, 0,
+     "list every action in the prompt (longer prompts, RL4VLM style)"},
+
     {0},
 };
