@@ -118,9 +118,11 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
 
 /* ==== heartbeat ==== */
 
-static void learner_on_beat(svc *s)
+/* Sweep four times per heartbeat interval so a silent peer is declared gone
+ * at most a quarter interval after its timeout. */
+static void learner_sweep_cb(uv_timer_t *h)
 {
-    learner *l = (learner *)s;
+    learner *l = h->data;
     uint64_t now = clock_mono_ms();
     peer *gone[64];
     size_t ngone = peers_sweep(&l->peers, now, gone, 64);
@@ -129,7 +131,11 @@ static void learner_on_beat(svc *s)
                  gone[i]->id, (unsigned long long)(now - gone[i]->last_seen_ms));
     if (ngone > 64)
         log_warn("... and %zu more peers are gone", ngone - 64);
+}
 
+static void learner_on_beat(svc *s)
+{
+    learner *l = (learner *)s;
     Gtrt__PeerInfo self, infos[LEARNER_MAX_TEACHERS_LISTED];
     Gtrt__PeerInfo *ptrs[LEARNER_MAX_TEACHERS_LISTED];
     svc_self_info(s, &self);
@@ -146,6 +152,7 @@ static void learner_on_beat(svc *s)
 static void learner_on_stop(svc *s)
 {
     learner *l = (learner *)s;
+    uv_close((uv_handle_t *)&l->sweep, NULL);
     log_info("stopping; %zu actors and %zu teachers were alive",
              peers_count_alive(&l->peers, GTRT__ROLE__ROLE_ACTOR),
              peers_count_alive(&l->peers, GTRT__ROLE__ROLE_TEACHER));
@@ -164,6 +171,10 @@ int learner_init(learner *l, const config *cfg, err *e)
     uint64_t timeout = l->s.heartbeat_ms * (uint64_t)config_int(cfg, "net.liveness");
     if ((rc = peers_init(&l->peers, (size_t)config_int(cfg, "net.max_peers"), timeout)))
         return err_set(e, rc, "out of memory for the peer table");
+    uv_timer_init(&l->s.loop, &l->sweep);
+    l->sweep.data = l;
+    uint64_t every = l->s.heartbeat_ms / 4 ? l->s.heartbeat_ms / 4 : 1;
+    uv_timer_start(&l->sweep, learner_sweep_cb, every, every);
     l->router = net_sock_new(&l->s.net, ZMQ_ROUTER, "router", learner_on_msg, l, e);
     if (!l->router)
         return e ? e->code : GTRT_ENET;

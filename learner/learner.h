@@ -12,6 +12,7 @@ typedef struct learner {
     svc s;
     net_sock *router;
     peer_table peers;
+    uv_timer_t sweep; /* liveness checks, 4 per heartbeat interval */
     uint64_t peers_refused; /* registrations refused: table full */
 } learner;
 
