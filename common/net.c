@@ -256,6 +256,8 @@ net_sock *net_sock_new(net_loop *nl, int ztype, const char *name, net_msg_cb cb,
         net_setopt_int(s->z, ZMQ_ROUTER_MANDATORY, 1); /* unroutable: error, not silence */
     if (ztype == ZMQ_DEALER)
         net_setopt_int(s->z, ZMQ_IMMEDIATE, 1); /* don't queue for absent peers */
+    if (ztype == ZMQ_SUB)
+        zmq_setsockopt(s->z, ZMQ_SUBSCRIBE, "", 0); /* every announcement */
     int fd;
     size_t fdlen = sizeof fd;
     zmq_getsockopt(s->z, ZMQ_FD, &fd, &fdlen);

@@ -24,6 +24,10 @@ static const wire_type_info wire_types[] = {
     {GTRT__MSG_TYPE__MSG_STATUS_REPLY, "status_reply", &gtrt__status_reply__descriptor, 4 << 20},
     {GTRT__MSG_TYPE__MSG_ERROR, "error", &gtrt__error__descriptor, 16 << 10},
     {GTRT__MSG_TYPE__MSG_BYE, "bye", &gtrt__bye__descriptor, 4 << 10},
+    {GTRT__MSG_TYPE__MSG_CKPT_ANNOUNCE, "ckpt_announce", &gtrt__ckpt_announce__descriptor, 4 << 10},
+    {GTRT__MSG_TYPE__MSG_CKPT_CHUNK_REQUEST, "ckpt_chunk_request",
+     &gtrt__ckpt_chunk_request__descriptor, 1 << 10},
+    {GTRT__MSG_TYPE__MSG_CKPT_CHUNK, "ckpt_chunk", &gtrt__ckpt_chunk__descriptor, 1 << 10},
 };
 
 static const wire_type_info *wire_type_find(uint32_t type)
