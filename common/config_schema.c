@@ -28,6 +28,11 @@ const cfg_key config_schema[] = {
     {"net", "request_timeout_ms", CFG_INT, "2000", 10, 600000,
      "client-side timeout of one request attempt"},
     {"net", "request_retries", CFG_INT, "3", 1, 100, "attempts before a request fails"},
+    {"net", "chunk_bytes", CFG_INT, "1048576", 4096, 16777216,
+     "checkpoint transfer chunk size"},
+    {"net", "fetch_credit", CFG_INT, "4", 1, 64, "checkpoint chunk requests in flight per fetcher"},
+    {"net", "max_checkpoint_bytes", CFG_INT, "4294967296", 4096, 1.0e12,
+     "largest checkpoint a fetcher accepts"},
 
     /* ---- learner ---- */
     {"learner", "id", CFG_STR, "learner-0", 0, 0, "learner id shown in status and logs"},
@@ -35,6 +40,10 @@ const cfg_key config_schema[] = {
      "endpoint the learner's ROUTER binds (tcp://*:5555 to listen on all interfaces)"},
     {"learner", "connect", CFG_STR, "tcp://127.0.0.1:5555", 0, 0,
      "endpoint actors and teachers connect to"},
+    {"learner", "publish_bind", CFG_STR, "tcp://127.0.0.1:5557", 0, 0,
+     "endpoint the learner's PUB (checkpoint announcements) binds"},
+    {"learner", "publish_connect", CFG_STR, "tcp://127.0.0.1:5557", 0, 0,
+     "endpoint actors and teachers subscribe to for announcements"},
 
     /* ---- teacher ---- */
     {"teacher", "id", CFG_STR, "", 0, 0, "teacher id; empty: teacher-<host>-<pid>"},

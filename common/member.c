@@ -47,6 +47,8 @@ static void member_on_msg(net_sock *sock, const net_route *from, const wire_msg 
         {
             const Gtrt__Welcome *w = (const Gtrt__Welcome *)msg->body;
             member_set_teachers(m, w->teachers, w->n_teachers);
+            if (m->ckpt && w->checkpoint)
+                ckpt_fetcher_offer(m->ckpt, w->checkpoint);
         }
         return;
     case GTRT__MSG_TYPE__MSG_HEARTBEAT:
@@ -56,6 +58,8 @@ static void member_on_msg(net_sock *sock, const net_route *from, const wire_msg 
         {
             const Gtrt__Heartbeat *hb = (const Gtrt__Heartbeat *)msg->body;
             member_set_teachers(m, hb->teachers, hb->n_teachers);
+            if (m->ckpt && hb->checkpoint)
+                ckpt_fetcher_offer(m->ckpt, hb->checkpoint);
         }
         return;
     case GTRT__MSG_TYPE__MSG_ERROR: {

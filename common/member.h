@@ -8,6 +8,7 @@
 #ifndef GTRT_MEMBER_H
 #define GTRT_MEMBER_H
 
+#include "common/ckpt_xfer.h"
 #include "common/service.h"
 
 #define MEMBER_MAX_TEACHERS 64
@@ -28,6 +29,7 @@ typedef struct member {
     char learner_id[WIRE_MAX_ID_LEN + 1];
     uint64_t learner_last_ms;
     uint64_t timeout_ms;
+    ckpt_fetcher *ckpt; /* gets the learner's checkpoint offers; may be NULL */
     member_teacher teachers[MEMBER_MAX_TEACHERS];
     size_t nteachers;
 } member;

@@ -69,6 +69,9 @@ static void learner_welcome(learner *l, const net_route *to, uint64_t request_id
     w.heartbeat_ms = (uint32_t)l->s.heartbeat_ms;
     w.n_teachers = learner_teachers(l, infos, ptrs, LEARNER_MAX_TEACHERS_LISTED);
     w.teachers = ptrs;
+    Gtrt__CkptAnnounce ck;
+    if (ckpt_server_latest(&l->ckpts, &ck))
+        w.checkpoint = &ck;
     net_send(l->router, to, GTRT__MSG_TYPE__MSG_WELCOME, &w.base, request_id, NULL, 0);
 }
 
@@ -104,9 +107,14 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
         }
         return;
     }
+    case GTRT__MSG_TYPE__MSG_CKPT_CHUNK_REQUEST:
+        ckpt_server_on_request(&l->ckpts, sock, from, msg);
+        return;
     case GTRT__MSG_TYPE__MSG_STATUS_REQUEST: {
         svc_counters extra = {0};
         svc_counters_add(&extra, "peers_refused", l->peers_refused);
+        svc_counters_add(&extra, "ckpt_chunks_served", l->ckpts.chunks_served);
+        svc_counters_add(&extra, "ckpt_bad_requests", l->ckpts.bad_requests);
         svc_reply_status(&l->s, sock, from, rid, &l->peers, &extra);
         return;
     }
@@ -143,6 +151,9 @@ static void learner_on_beat(svc *s)
     hb.peer = &self;
     hb.n_teachers = learner_teachers(l, infos, ptrs, LEARNER_MAX_TEACHERS_LISTED);
     hb.teachers = ptrs;
+    Gtrt__CkptAnnounce ck;
+    if (ckpt_server_latest(&l->ckpts, &ck))
+        hb.checkpoint = &ck;
     for (size_t i = 0; i < l->peers.n; i++)
         if (l->peers.v[i].alive)
             net_send(l->router, &l->peers.v[i].route, GTRT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, 0,
@@ -181,11 +192,20 @@ int learner_init(learner *l, const config *cfg, err *e)
     const char *bind = config_str(cfg, "learner.bind");
     if ((rc = net_sock_bind(l->router, bind, e)))
         return rc;
-    log_info("listening on %s", bind);
+    l->pub = net_sock_new(&l->s.net, ZMQ_PUB, "publish", NULL, NULL, e);
+    const char *pub = config_str(cfg, "learner.publish_bind");
+    if (!l->pub || (rc = net_sock_bind(l->pub, pub, e)))
+        return l->pub ? rc : GTRT_ENET;
+    ckpt_server_init(&l->ckpts, l->pub, (uint32_t)config_int(cfg, "net.chunk_bytes"));
+    log_info("listening on %s, announcing on %s", bind, pub);
     return 0;
 }
 
-void learner_deinit(learner *l) { peers_deinit(&l->peers); }
+void learner_deinit(learner *l)
+{
+    peers_deinit(&l->peers);
+    ckpt_server_deinit(&l->ckpts);
+}
 
 int learner_main(int argc, char **argv)
 {

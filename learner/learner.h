@@ -5,12 +5,15 @@
 #ifndef GTRT_LEARNER_H
 #define GTRT_LEARNER_H
 
+#include "common/ckpt_xfer.h"
 #include "common/peers.h"
 #include "common/service.h"
 
 typedef struct learner {
     svc s;
     net_sock *router;
+    net_sock *pub;     /* checkpoint announcements */
+    ckpt_server ckpts; /* checkpoints served to actors and teachers */
     peer_table peers;
     uv_timer_t sweep; /* liveness checks, 4 per heartbeat interval */
     uint64_t peers_refused; /* registrations refused: table full */

@@ -25,7 +25,7 @@ extern char **environ;
 typedef struct it_ctx {
     char dir[64];
     char learner_ep[128], teacher_ep[128];
-    char sets[6][160];
+    char sets[7][160];
 } it_ctx;
 
 static it_ctx it;
@@ -45,7 +45,7 @@ static pid_t start(const char *role, const char *id_key, const char *id)
     int n = 0;
     argv[n++] = GTRT_BIN_PATH;
     argv[n++] = role;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         argv[n++] = "--set";
         argv[n++] = it.sets[i];
     }
@@ -145,6 +145,37 @@ static size_t header_bytes(uint8_t *buf, uint32_t version, uint32_t type, const 
     return gtrt__header__pack(&h, buf);
 }
 
+/* Not ZeroMQ at all: raw bytes on an ipc endpoint. */
+static void junk_raw(const char *ep)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", ep + strlen("ipc://"));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        const char *http = "GET / HTTP/1.0\r\n\r\n\xff\xff\xff\xff garbage";
+        ssize_t w = write(fd, http, strlen(http));
+        (void)w;
+        sleep_ms(50);
+    }
+    close(fd);
+}
+
+/* The PUB socket takes no messages; junk it at the transport level and with
+ * a peer of the wrong socket type. */
+static void junk_publisher(const char *ep)
+{
+    junk_raw(ep);
+    void *ctx = zmq_ctx_new();
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(s, ep);
+    zmq_send(s, "junk", 4, ZMQ_DONTWAIT);
+    sleep_ms(50);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+}
+
 /* Send one of each kind of bad message, then a flood, to `ep`. Returns how
  * many bad messages the service should count. The sending socket stays open
  * in *ctx_out until garbage_close: ZeroMQ discards what a peer has not read
@@ -205,17 +236,7 @@ static int send_garbage(const char *ep, void **ctx_out, void **sock_out)
     zmq_close(s2);
     free(bigbuf);
     free(hugebuf);
-    /* Not ZeroMQ at all: raw bytes on the ipc socket. */
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", ep + strlen("ipc://"));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-        const char *http = "GET / HTTP/1.0\r\n\r\n\xff\xff\xff\xff garbage";
-        ssize_t w = write(fd, http, strlen(http));
-        (void)w;
-        sleep_ms(50);
-    }
-    close(fd);
+    junk_raw(ep);
     return counted;
 }
 
@@ -267,6 +288,7 @@ Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180)
     snprintf(it.sets[3], sizeof it.sets[3], "teacher.bind=%s", it.teacher_ep);
     snprintf(it.sets[4], sizeof it.sets[4], "net.max_msg_bytes=1048576");
     snprintf(it.sets[5], sizeof it.sets[5], "log.level=info");
+    snprintf(it.sets[6], sizeof it.sets[6], "learner.publish_bind=ipc://%s/publish", it.dir);
 
     /* Start order: a teacher and an actor before the learner exists. */
     pid_t teacher = start("teacher", "teacher.id", "teacher-t");
@@ -316,6 +338,9 @@ Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180)
     assert_counted(st, it.teacher_ep);
     garbage_close(gctx, gsock);
     cJSON_Delete(st);
+    char pub_ep[128];
+    snprintf(pub_ep, sizeof pub_ep, "ipc://%s/publish", it.dir);
+    junk_publisher(pub_ep);
     /* Still serving: the surviving members are alive after the garbage. */
     sleep_ms(500);
     st = status_json(it.learner_ep);
@@ -337,8 +362,9 @@ Test(services, up_starts_and_stops_the_whole_system, .timeout = 120)
     snprintf(cmd, sizeof cmd,
              "%s up --set up.hold_s=0.5 --set net.heartbeat_ms=100 "
              "--set learner.bind=tcp://127.0.0.1:%d --set learner.connect=tcp://127.0.0.1:%d "
-             "--set teacher.bind=tcp://127.0.0.1:%d 2>/dev/null",
-             GTRT_BIN_PATH, base, base, base + 1);
+             "--set teacher.bind=tcp://127.0.0.1:%d --set learner.publish_bind=tcp://127.0.0.1:%d "
+             "--set learner.publish_connect=tcp://127.0.0.1:%d 2>/dev/null",
+             GTRT_BIN_PATH, base, base, base + 1, base + 2, base + 2);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     static char out[1 << 16];
