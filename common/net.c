@@ -291,6 +291,33 @@ static int net_send_frame(void *z, const void *data, size_t len, int flags)
     return zmq_send(z, data, len, flags | ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
 
+/* Send header + an already packed body + payload frames. */
+static int net_send_frames(net_sock *s, const net_route *to, uint32_t type, const wire_encoded *enc,
+                           const uint8_t *body, size_t body_len, const wire_slice *payload,
+                           size_t npayload)
+{
+    bool router = s->ztype == ZMQ_ROUTER;
+    assert(!router || (to && to->len > 0));
+    /* Only the first frame can fail for lack of room: once it is queued,
+     * ZeroMQ takes the rest of the multipart message. */
+    int rc = router ? net_send_frame(s->z, to->id, to->len, ZMQ_SNDMORE) : 0;
+    if (rc == 0)
+        rc = net_send_frame(s->z, enc->hdr, enc->hdr_len, ZMQ_SNDMORE);
+    if (rc == 0)
+        rc = net_send_frame(s->z, body, body_len, npayload ? ZMQ_SNDMORE : 0);
+    for (size_t i = 0; rc == 0 && i < npayload; i++)
+        rc = net_send_frame(s->z, payload[i].data, payload[i].len,
+                            i + 1 < npayload ? ZMQ_SNDMORE : 0);
+    if (rc) {
+        s->stats.tx_dropped++;
+        log_debug("%s socket: %s not sent: %s", s->name, wire_type_name(type),
+                  zmq_strerror(zmq_errno()));
+        return GTRT_ENET;
+    }
+    s->stats.tx++;
+    return 0;
+}
+
 int net_send(net_sock *s, const net_route *to, uint32_t type, const ProtobufCMessage *body,
              uint64_t request_id, const wire_slice *payload, size_t npayload)
 {
@@ -302,25 +329,23 @@ int net_send(net_sock *s, const net_route *to, uint32_t type, const ProtobufCMes
         s->stats.tx_dropped++;
         return GTRT_ENOMEM;
     }
-    bool router = s->ztype == ZMQ_ROUTER;
-    assert(!router || (to && to->len > 0));
-    /* Only the first frame can fail for lack of room: once it is queued,
-     * ZeroMQ takes the rest of the multipart message. */
-    int rc = router ? net_send_frame(s->z, to->id, to->len, ZMQ_SNDMORE) : 0;
-    if (rc == 0)
-        rc = net_send_frame(s->z, enc.hdr, enc.hdr_len, ZMQ_SNDMORE);
-    if (rc == 0)
-        rc = net_send_frame(s->z, enc.body, enc.body_len, npayload ? ZMQ_SNDMORE : 0);
-    for (size_t i = 0; rc == 0 && i < npayload; i++)
-        rc = net_send_frame(s->z, payload[i].data, payload[i].len,
-                            i + 1 < npayload ? ZMQ_SNDMORE : 0);
+    int rc = net_send_frames(s, to, type, &enc, enc.body, enc.body_len, payload, npayload);
     wire_encoded_clear(&enc);
-    if (rc) {
+    return rc;
+}
+
+int net_send_packed(net_sock *s, const net_route *to, uint32_t type, const uint8_t *body,
+                    size_t body_len, uint64_t request_id, const wire_slice *payload,
+                    size_t npayload)
+{
+    if (s->closing)
+        return GTRT_ESTATE;
+    wire_encoded enc;
+    if (wire_encode_header(s->loop->role, s->loop->sender_id, type, request_id, npayload, &enc)) {
         s->stats.tx_dropped++;
-        log_debug("%s socket: %s not sent: %s", s->name, wire_type_name(type),
-                  zmq_strerror(zmq_errno()));
-        return GTRT_ENET;
+        return GTRT_ENOMEM;
     }
-    s->stats.tx++;
-    return 0;
+    int rc = net_send_frames(s, to, type, &enc, body, body_len, payload, npayload);
+    wire_encoded_clear(&enc);
+    return rc;
 }

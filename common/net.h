@@ -96,6 +96,11 @@ void net_sock_close(net_sock *s);
 int net_send(net_sock *s, const net_route *to, uint32_t type, const ProtobufCMessage *body,
              uint64_t request_id, const wire_slice *payload, size_t npayload);
 
+/* As net_send, with the body already packed (e.g. kept for resending). */
+int net_send_packed(net_sock *s, const net_route *to, uint32_t type, const uint8_t *body,
+                    size_t body_len, uint64_t request_id, const wire_slice *payload,
+                    size_t npayload);
+
 /* Sum of the stats of every socket of the loop. */
 void net_loop_stats(const net_loop *nl, net_stats *out);
 

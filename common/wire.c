@@ -24,6 +24,8 @@ static const wire_type_info wire_types[] = {
     {GTRT__MSG_TYPE__MSG_STATUS_REPLY, "status_reply", &gtrt__status_reply__descriptor, 4 << 20},
     {GTRT__MSG_TYPE__MSG_ERROR, "error", &gtrt__error__descriptor, 16 << 10},
     {GTRT__MSG_TYPE__MSG_BYE, "bye", &gtrt__bye__descriptor, 4 << 10},
+    {GTRT__MSG_TYPE__MSG_TRAJ_BATCH, "traj_batch", &gtrt__traj_batch__descriptor, 8 << 20},
+    {GTRT__MSG_TYPE__MSG_TRAJ_ACK, "traj_ack", &gtrt__traj_ack__descriptor, 64 << 10},
     {GTRT__MSG_TYPE__MSG_CKPT_ANNOUNCE, "ckpt_announce", &gtrt__ckpt_announce__descriptor, 4 << 10},
     {GTRT__MSG_TYPE__MSG_CKPT_CHUNK_REQUEST, "ckpt_chunk_request",
      &gtrt__ckpt_chunk_request__descriptor, 1 << 10},
@@ -136,15 +138,12 @@ void wire_msg_clear(wire_msg *m)
 
 /* ==== encode ==== */
 
-int wire_encode(uint32_t role, const char *sender_id, uint32_t type, uint64_t request_id,
-                const ProtobufCMessage *body, size_t npayload, wire_encoded *out)
+int wire_encode_header(uint32_t role, const char *sender_id, uint32_t type, uint64_t request_id,
+                       size_t npayload, wire_encoded *out)
 {
-    const wire_type_info *t = wire_type_find(type);
-    assert(t && body && body->descriptor == t->desc);
-    (void)t;
+    assert(wire_type_find(type));
     assert(npayload + 2 <= WIRE_MAX_FRAMES);
     memset(out, 0, sizeof *out);
-
     Gtrt__Header h = GTRT__HEADER__INIT;
     h.has_schema_version = 1;
     h.schema_version = WIRE_SCHEMA_VERSION;
@@ -164,14 +163,28 @@ int wire_encode(uint32_t role, const char *sender_id, uint32_t type, uint64_t re
         h.payload_frames = (uint32_t)npayload;
     }
     out->hdr_len = gtrt__header__get_packed_size(&h);
-    out->body_len = protobuf_c_message_get_packed_size(body);
     out->hdr = malloc(out->hdr_len ? out->hdr_len : 1);
+    if (!out->hdr)
+        return GTRT_ENOMEM;
+    gtrt__header__pack(&h, out->hdr);
+    return 0;
+}
+
+int wire_encode(uint32_t role, const char *sender_id, uint32_t type, uint64_t request_id,
+                const ProtobufCMessage *body, size_t npayload, wire_encoded *out)
+{
+    const wire_type_info *t = wire_type_find(type);
+    assert(t && body && body->descriptor == t->desc);
+    (void)t;
+    int rc = wire_encode_header(role, sender_id, type, request_id, npayload, out);
+    if (rc)
+        return rc;
+    out->body_len = protobuf_c_message_get_packed_size(body);
     out->body = malloc(out->body_len ? out->body_len : 1);
-    if (!out->hdr || !out->body) {
+    if (!out->body) {
         wire_encoded_clear(out);
         return GTRT_ENOMEM;
     }
-    gtrt__header__pack(&h, out->hdr);
     protobuf_c_message_pack(body, out->body);
     return 0;
 }

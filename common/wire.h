@@ -73,5 +73,8 @@ typedef struct wire_encoded {
 int wire_encode(uint32_t role, const char *sender_id, uint32_t type, uint64_t request_id,
                 const ProtobufCMessage *body, size_t npayload, wire_encoded *out);
 void wire_encoded_clear(wire_encoded *e);
+/* Only the header (body left empty), for bodies packed ahead of time. */
+int wire_encode_header(uint32_t role, const char *sender_id, uint32_t type, uint64_t request_id,
+                       size_t npayload, wire_encoded *out);
 
 #endif

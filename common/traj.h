@@ -1,0 +1,50 @@
+/* One step of experience as the learner uses it, and its checked conversion
+ * from the wire. Actors send Step protobufs plus an image frame; the learner
+ * turns each into a traj_step only after checking every field against the
+ * model's limits (token ids inside the vocabulary, lengths inside the
+ * context, image of the configured shape, finite floats), so the update
+ * code never sees a malformed step. */
+#ifndef GTRT_TRAJ_H
+#define GTRT_TRAJ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/wire.h"
+
+enum { TRAJ_KIND_FORMAT = 0, TRAJ_KIND_THOUGHT = 1, TRAJ_KIND_ACTION = 2 };
+
+typedef struct traj_limits {
+    uint32_t vocab;      /* token ids must be < vocab */
+    uint32_t max_tokens; /* prompt + answer (+ image tokens are the model's) */
+    uint32_t img_c, img_h, img_w;
+} traj_limits;
+
+typedef struct traj_step {
+    char actor[WIRE_MAX_ID_LEN + 1];
+    uint64_t episode;
+    uint32_t turn;
+    uint64_t policy_version;
+    char env[32];
+    uint32_t n_prompt, n_answer, n_teacher;
+    int32_t *prompt;        /* n_prompt */
+    int32_t *answer;        /* n_answer */
+    float *logprob;         /* n_answer */
+    uint8_t *kind;          /* n_answer */
+    int32_t *teacher_answer; /* n_teacher */
+    uint8_t *teacher_kind;  /* n_teacher */
+    uint8_t *image;         /* img_c * img_h * img_w */
+    float value, reward, teacher_kl;
+    uint64_t teacher_version;
+    bool done, truncated, format_valid, success;
+    void *mem; /* the one allocation behind every array above */
+} traj_step;
+
+/* Check `pb` and its image frame against `lim` and fill `out` (one
+ * allocation; traj_step_free releases it). On failure returns GTRT_EINVAL
+ * and points *why at a short reason ("token id out of range", ...). */
+int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_limits *lim,
+                      const char *actor, traj_step *out, const char **why);
+void traj_step_free(traj_step *s);
+
+#endif
