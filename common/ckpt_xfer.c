@@ -59,7 +59,7 @@ static void ckpt_fill_announce(const ckpt_blob *b, Gtrt__CkptAnnounce *a)
 int ckpt_server_publish(ckpt_server *cs, uint64_t version, const char *name, uint8_t *data,
                         size_t len, err *e)
 {
-    if (len == 0 || version <= cs->kept[0].version) {
+    if (len == 0 || (cs->kept[0].len && version <= cs->kept[0].version)) {
         free(data);
         return err_set(e, GTRT_EINVAL, "checkpoint v%llu: empty or not newer than v%llu",
                        (unsigned long long)version, (unsigned long long)cs->kept[0].version);
@@ -94,7 +94,7 @@ int ckpt_server_publish(ckpt_server *cs, uint64_t version, const char *name, uin
 
 bool ckpt_server_latest(const ckpt_server *cs, Gtrt__CkptAnnounce *out)
 {
-    if (!cs->kept[0].version)
+    if (!cs->kept[0].len)
         return false;
     ckpt_fill_announce(&cs->kept[0], out);
     return true;
@@ -107,7 +107,7 @@ void ckpt_server_on_request(ckpt_server *cs, net_sock *router, const net_route *
     uint64_t rid = msg->hdr->has_request_id ? msg->hdr->request_id : 0;
     const ckpt_blob *b = NULL;
     for (int i = 0; i < 2; i++)
-        if (cs->kept[i].version && r->has_version && cs->kept[i].version == r->version)
+        if (cs->kept[i].len && r->has_version && cs->kept[i].version == r->version)
             b = &cs->kept[i];
     if (!b || !r->has_index || r->index >= b->n_chunks) {
         cs->bad_requests++;
@@ -182,7 +182,7 @@ static void ckpt_fetch_pump(ckpt_fetcher *f)
 
 static bool ckpt_announce_valid(const ckpt_fetcher *f, const Gtrt__CkptAnnounce *a)
 {
-    return a->has_version && a->version > 0 && a->has_total_bytes && a->total_bytes > 0 &&
+    return a->has_version && a->has_total_bytes && a->total_bytes > 0 &&
            a->total_bytes <= f->max_bytes && a->has_chunk_bytes &&
            a->chunk_bytes >= CKPT_MIN_CHUNK && a->chunk_bytes <= CKPT_MAX_CHUNK &&
            a->has_sha256 && a->sha256.len == SHA256_BYTES;
@@ -196,7 +196,8 @@ void ckpt_fetcher_offer(ckpt_fetcher *f, const Gtrt__CkptAnnounce *a)
         f->stats.bad_announces++;
         return;
     }
-    if (a->version <= f->have_version || (f->active && a->version <= f->cur.version))
+    if ((f->have_any && a->version <= f->have_version) ||
+        (f->active && a->version <= f->cur.version))
         return;
     if (f->active) {
         log_info("checkpoint v%llu announced; dropping the fetch of v%llu",
@@ -245,6 +246,7 @@ static void ckpt_fetch_finish(ckpt_fetcher *f)
              f->cur.len, (unsigned long long)ms);
     f->stats.fetched++;
     f->have_version = f->cur.version;
+    f->have_any = true;
     uint8_t *data = f->cur.data;
     f->cur.data = NULL;
     char name[sizeof f->cur.name];

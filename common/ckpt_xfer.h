@@ -37,7 +37,7 @@ typedef void (*ckpt_mangle_fn)(void *ud, uint64_t version, uint32_t index, uint8
                                size_t len);
 
 typedef struct ckpt_server {
-    ckpt_blob kept[2]; /* [0] latest, [1] previous; version 0 = empty */
+    ckpt_blob kept[2]; /* [0] latest, [1] previous; len 0 = empty */
     net_sock *pub;     /* announcements; may be NULL */
     uint32_t chunk_bytes;
     uint64_t chunks_served, bad_requests;
@@ -47,7 +47,8 @@ typedef struct ckpt_server {
 
 void ckpt_server_init(ckpt_server *cs, net_sock *pub, uint32_t chunk_bytes);
 void ckpt_server_deinit(ckpt_server *cs);
-/* Serve `data` (ownership taken) as `version` and announce it. */
+/* Serve `data` (ownership taken) as `version` (0 is the warm start) and
+ * announce it. */
 int ckpt_server_publish(ckpt_server *cs, uint64_t version, const char *name, uint8_t *data,
                         size_t len, err *e);
 /* Fill `out` with the latest announcement; false when nothing is served. */
@@ -71,7 +72,8 @@ typedef struct ckpt_fetcher {
     int credit;
     uint64_t timeout_ms;
     uint64_t max_bytes;
-    uint64_t have_version; /* last one delivered */
+    uint64_t have_version; /* last one delivered, when have_any */
+    bool have_any;
     bool active;
     ckpt_blob cur; /* data being filled; chunk_sha unused */
     uint8_t *got;

@@ -77,22 +77,22 @@ static void net_log_reject(net_sock *s, wire_reject r)
                  hidden ? " (and more, suppressed)" : "");
 }
 
-/* Deliver up to NET_DRAIN_BUDGET messages. Returns true when the socket may
- * still have messages waiting (budget exhausted). */
-static bool net_sock_drain(net_sock *s)
+/* Deliver up to NET_DRAIN_BUDGET messages; returns how many were handled
+ * (valid or not). Returning the budget means more may be waiting. */
+static int net_sock_drain(net_sock *s)
 {
     bool router = s->ztype == ZMQ_ROUTER;
-    for (int i = 0; i < NET_DRAIN_BUDGET; i++) {
+    int i = 0;
+    for (; i < NET_DRAIN_BUDGET; i++) {
         if (s->closing || !s->z)
-            return false;
+            break;
         int events = 0;
         size_t len = sizeof events;
         if (zmq_getsockopt(s->z, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN))
-            return false;
+            break;
         net_frames f;
-        int rc = net_frames_recv(s->z, &f);
-        if (rc <= 0)
-            return false;
+        if (net_frames_recv(s->z, &f) <= 0)
+            break;
         net_route from;
         wire_msg msg;
         wire_reject r = net_frames_decode(&f, router, &from, &msg);
@@ -107,25 +107,28 @@ static bool net_sock_drain(net_sock *s)
         }
         net_frames_clear(&f);
     }
-    return true;
+    return i;
 }
 
 static void net_idle_cb(uv_idle_t *h);
 
-/* Drain every socket. A socket whose budget ran out keeps an idle handle
- * running so the loop polls without blocking until it is empty. */
+/* Drain every socket, pass after pass while any delivered something: a
+ * callback may have sent on a socket already drained in this pass (its fd
+ * need not fire for that), or made another readable. A socket that used its
+ * whole budget keeps an idle handle running so the loop polls without
+ * blocking, and timers still get their turn under a flood. */
 static void net_loop_drain_all(net_loop *nl)
 {
     bool more = false;
-    /* Repeat while any socket drained to its end: a callback may have sent
-     * on a socket that was already drained in this pass. */
-    for (int pass = 0; pass < 4; pass++) {
-        bool again = false;
-        for (int i = 0; i < nl->nsocks; i++)
-            if (net_sock_drain(nl->socks[i]))
-                again = true;
-        more = again;
-        if (!again)
+    for (int pass = 0; pass < 8; pass++) {
+        int delivered = 0;
+        more = false;
+        for (int i = 0; i < nl->nsocks; i++) {
+            int n = net_sock_drain(nl->socks[i]);
+            delivered += n;
+            more |= n == NET_DRAIN_BUDGET;
+        }
+        if (!delivered || more)
             break;
     }
     if (more && !nl->idle_active) {
