@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "actor/actor.h"
+#include "actor/env_cmd.h"
 #include "common/status.h"
 #include "learner/learner.h"
 #include "teacher/teacher.h"
@@ -23,6 +24,7 @@ static const gtrt_cmd gtrt_cmds[] = {
     {"teacher", teacher_main, "run a teacher service"},
     {"actor", actor_main, "run an actor service"},
     {"status", status_main, "show which actors and teachers are alive"},
+    {"env", actor_env_main, "play, draw and solve the card-game envs"},
     {"config", config_main, "print the effective configuration or every key"},
     {0},
 };
