@@ -52,8 +52,74 @@ const cfg_key config_schema[] = {
     {"teacher", "advertise", CFG_STR, "", 0, 0,
      "endpoint clients should use for this teacher; empty: same as bind"},
 
+    /* ---- merge ---- */
+    {"teacher", "merge_method", CFG_STR, "sma", 0, 0,
+     "checkpoint weights in the merged teacher: sma (all equal) | ema (see teacher.alpha)"},
+    {"teacher", "combine", CFG_STR, "ties", 0, 0,
+     "how checkpoints are combined: ties (task vectors, sign election) | linear"},
+    {"teacher", "alpha", CFG_DOUBLE, "0.5", 1e-6, 1,
+     "EMA: teacher <- alpha*new + (1-alpha)*teacher"},
+    {"teacher", "density", CFG_DOUBLE, "0.8", 1e-6, 1,
+     "TIES: fraction of each tensor's task vector kept, largest magnitudes first"},
+    {"teacher", "lambda", CFG_DOUBLE, "1", 1e-6, 1e6,
+     "TIES: scale of the merged task vector added to the base"},
+    {"teacher", "merge_interval", CFG_INT, "1", 1, 1000000,
+     "merge the teacher every this many new checkpoints"},
+
     /* ---- actor ---- */
     {"actor", "id", CFG_STR, "", 0, 0, "actor id; empty: actor-<host>-<pid>"},
+    {"actor", "envs", CFG_INT, "8", 1, 1024, "environments each actor plays in lock step"},
+    {"actor", "temperature", CFG_DOUBLE, "0.2", 0, 10, "sampling temperature (GTR-Turbo: 0.2)"},
+    {"actor", "top_k", CFG_INT, "5", 0, 100000, "sample among the k likeliest tokens (0: all)"},
+    {"actor", "max_new", CFG_INT, "96", 1, 4096, "longest answer in tokens"},
+    {"actor", "max_unacked_steps", CFG_INT, "4096", 16, 10000000,
+     "steps an actor may have sent and not had acknowledged before it waits"},
+
+    /* ---- ppo (learner) ---- */
+    {"ppo", "num_steps", CFG_INT, "256", 1, 10000000, "env steps per PPO update (paper: 1024)"},
+    {"ppo", "updates", CFG_INT, "30", 0, 100000000, "updates to run (0: until stopped)"},
+    {"ppo", "epochs", CFG_INT, "4", 1, 1000, "passes over each batch"},
+    {"ppo", "minibatch", CFG_INT, "32", 1, 1000000, "steps per minibatch"},
+    {"ppo", "lr", CFG_DOUBLE, "1e-4", 0, 1, "peak learning rate (AdamW, cosine decay)"},
+    {"ppo", "min_lr", CFG_DOUBLE, "0", 0, 1, "learning rate at the end of the cosine"},
+    {"ppo", "weight_decay", CFG_DOUBLE, "0", 0, 10, "AdamW weight decay"},
+    {"ppo", "grad_clip", CFG_DOUBLE, "0.5", 0, 1e6, "global gradient-norm cap (0: off)"},
+    {"ppo", "clip", CFG_DOUBLE, "0.1", 0, 10, "PPO ratio clip"},
+    {"ppo", "value_clip", CFG_DOUBLE, "0.1", 0, 1e6, "value clip around the old value"},
+    {"ppo", "vf_coef", CFG_DOUBLE, "0.5", 0, 1e6, "value loss coefficient"},
+    {"ppo", "ent_coef", CFG_DOUBLE, "0", 0, 1e6, "entropy bonus coefficient"},
+    {"ppo", "gamma", CFG_DOUBLE, "0.9", 0, 1, "discount"},
+    {"ppo", "gae_lambda", CFG_DOUBLE, "0.95", 0, 1, "GAE lambda"},
+    {"ppo", "thought_coef", CFG_DOUBLE, "0.5", 0, 1, "weight of thought tokens in the step log-probability"},
+    {"ppo", "kl_coef", CFG_DOUBLE, "0", 0, 1e6, "teacher KL subtracted from the advantage"},
+    {"ppo", "max_policy_lag", CFG_INT, "2", 0, 1000000, "steps older than this many versions are dropped"},
+    {"ppo", "init_checkpoint", CFG_STR, "", 0, 0,
+     "policy to start from (safetensors); empty: random weights of model.preset"},
+    {"ppo", "keep_checkpoints", CFG_INT, "3", 1, 1000000, "policy checkpoints kept in the run directory"},
+
+    /* ---- model ---- */
+    {"model", "preset", CFG_STR, "small", 0, 0, "tiny | small | base (image size and vocab follow the env)"},
+
+    /* ---- sft ---- */
+    {"sft", "steps", CFG_INT, "400", 1, 100000000, "`gtrt sft`: optimiser steps"},
+    {"sft", "batch", CFG_INT, "32", 1, 100000, "`gtrt sft`: samples per step"},
+    {"sft", "lr", CFG_DOUBLE, "1e-3", 0, 1, "`gtrt sft`: peak learning rate (AdamW, cosine to lr/10)"},
+    {"sft", "samples", CFG_INT, "4096", 1, 100000000,
+     "`gtrt sft`: oracle samples generated (states from every turn of seeded deals)"},
+    {"sft", "seed", CFG_INT, "1", 0, 9.2e18, "`gtrt sft`: seed of the data, the init and the batches"},
+    {"sft", "imperfect", CFG_DOUBLE, "0.1", 0, 1,
+     "`gtrt sft`: share of answers made wrong on purpose (misread card or another deal's plan)"},
+    {"sft", "eval_episodes", CFG_INT, "200", 0, 100000000,
+     "`gtrt sft`: episodes of the closing eval (0: none); sampling as in [eval]"},
+
+    /* ---- eval ---- */
+    {"eval", "episodes", CFG_INT, "200", 1, 100000000, "`gtrt eval`: episodes played"},
+    {"eval", "seed", CFG_INT, "1", 0, 9.2e18, "`gtrt eval`: seed of the deals and the sampling"},
+    {"eval", "temperature", CFG_DOUBLE, "0.2", 0, 10,
+     "`gtrt eval`: sampling temperature (0: greedy); GTR-Turbo's rollouts use 0.2"},
+    {"eval", "top_k", CFG_INT, "5", 0, 100000, "`gtrt eval`: sample among the k likeliest tokens (0: all)"},
+    {"eval", "batch", CFG_INT, "32", 1, 4096, "`gtrt eval`: episodes played in lock step"},
+    {"eval", "max_new", CFG_INT, "64", 1, 4096, "`gtrt eval`: longest answer in tokens"},
 
     /* ---- up (local launcher) ---- */
     {"up", "actors", CFG_INT, "2", 0, 256, "actor processes `gtrt up` starts"},
@@ -77,6 +143,14 @@ const cfg_key config_schema[] = {
     {"env", "image_channels", CFG_INT, "3", 1, 3, "observation channels: 3 (RGB) or 1 (grey)"},
     {"env", "prompt_actions", CFG_BOOL, "false", 0, 0,
      "list every action in the prompt (longer prompts, RL4VLM style)"},
+
+    /* ---- metrics ---- */
+    {"metrics", "tensorboard", CFG_BOOL, "true", 0, 0,
+     "write TensorBoard event files into the run directory"},
+    {"metrics", "tensorboard_x", CFG_STR, "env_steps", 0, 0,
+     "x axis (Event.step) of TensorBoard curves: env_steps | update"},
+    {"metrics", "prometheus_bind", CFG_STR, "127.0.0.1:9464", 0, 0,
+     "HOST:PORT of the learner's Prometheus endpoint (GET /metrics); empty: off"},
 
     {0},
 };

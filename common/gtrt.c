@@ -5,8 +5,11 @@
 
 #include "actor/actor.h"
 #include "actor/env_cmd.h"
+#include "common/plot.h"
 #include "common/status.h"
+#include "learner/eval.h"
 #include "learner/learner.h"
+#include "learner/sft.h"
 #include "teacher/teacher.h"
 
 int up_main(int argc, char **argv);
@@ -25,6 +28,9 @@ static const gtrt_cmd gtrt_cmds[] = {
     {"actor", actor_main, "run an actor service"},
     {"status", status_main, "show which actors and teachers are alive"},
     {"env", actor_env_main, "play, draw and solve the card-game envs"},
+    {"sft", sft_main, "warm-start a policy on oracle answers"},
+    {"eval", eval_main, "measure a policy's success rate on an env"},
+    {"plot", plot_main, "draw learning curves of runs into an SVG"},
     {"config", config_main, "print the effective configuration or every key"},
     {0},
 };

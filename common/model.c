@@ -960,6 +960,34 @@ int model_config_load(const char *path, model_config *out, err *e)
     return rc;
 }
 
+/* A new model from an open checkpoint. */
+static int model_from_file(st_file *f, model **out, err *e)
+{
+    model_config c;
+    model *m = NULL;
+    int rc;
+    if (!(rc = config_from_file(f, &c, e)) && !(rc = model_new(&c, &m, e)))
+        rc = load_params(m, f, e);
+    if (rc) {
+        model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int model_load_new_buffer(const void *buf, size_t n, const char *name, model **out, err *e)
+{
+    *out = NULL;
+    st_file *f;
+    int rc = st_open_buffer(buf, n, name, &f, e);
+    if (rc)
+        return rc;
+    rc = model_from_file(f, out, e);
+    st_close(f);
+    return rc;
+}
+
 int model_load(const char *path, model **out, err *e)
 {
     *out = NULL;

@@ -154,6 +154,8 @@ int model_load(const char *path, model **out, err *e);
 /* Replace the weights of an existing model; the file's config must match. */
 int model_load_into(model *m, const char *path, err *e);
 int model_load_buffer(model *m, const void *buf, size_t n, const char *name, err *e);
+/* Create a model from checkpoint bytes (e.g. fetched over the network). */
+int model_load_new_buffer(const void *buf, size_t n, const char *name, model **out, err *e);
 /* Read just the config of a checkpoint. */
 int model_config_load(const char *path, model_config *out, err *e);
 

@@ -69,20 +69,10 @@ int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_
         return GTRT_EINVAL;
     }
     size_t np = pb->n_prompt, na = pb->n_answer, nt = pb->n_teacher_answer, ni = image->len;
-    size_t bytes = 4 * (np + na + na + nt) + na + nt + ni;
-    uint8_t *m = malloc(bytes ? bytes : 1);
-    if (!m) {
+    if (traj_step_alloc(out, (uint32_t)np, (uint32_t)na, (uint32_t)nt, ni)) {
         *why = "out of memory";
         return GTRT_ENOMEM;
     }
-    out->mem = m;
-    out->prompt = (int32_t *)m;
-    out->answer = out->prompt + np;
-    out->logprob = (float *)(out->answer + na);
-    out->teacher_answer = (int32_t *)(out->logprob + na);
-    out->kind = (uint8_t *)(out->teacher_answer + nt);
-    out->teacher_kind = out->kind + na;
-    out->image = out->teacher_kind + nt;
     for (size_t i = 0; i < np; i++)
         out->prompt[i] = (int32_t)pb->prompt[i];
     for (size_t i = 0; i < na; i++)
@@ -94,9 +84,6 @@ int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_
     if (nt)
         memcpy(out->teacher_kind, pb->teacher_kind.data, nt);
     memcpy(out->image, image->data, ni);
-    out->n_prompt = (uint32_t)np;
-    out->n_answer = (uint32_t)na;
-    out->n_teacher = (uint32_t)nt;
     snprintf(out->actor, sizeof out->actor, "%s", actor);
     snprintf(out->env, sizeof out->env, "%s", pb->env ? pb->env : "");
     out->episode = pb->episode;
@@ -117,4 +104,74 @@ void traj_step_free(traj_step *s)
 {
     free(s->mem);
     memset(s, 0, sizeof *s);
+}
+
+int traj_step_alloc(traj_step *s, uint32_t np, uint32_t na, uint32_t nt, size_t ni)
+{
+    memset(s, 0, sizeof *s);
+    size_t bytes = 4 * ((size_t)np + na + na + nt) + na + nt + ni;
+    uint8_t *m = calloc(1, bytes ? bytes : 1);
+    if (!m)
+        return GTRT_ENOMEM;
+    s->mem = m;
+    s->prompt = (int32_t *)m;
+    s->answer = s->prompt + np;
+    s->logprob = (float *)(s->answer + na);
+    s->teacher_answer = (int32_t *)(s->logprob + na);
+    s->kind = (uint8_t *)(s->teacher_answer + nt);
+    s->teacher_kind = s->kind + na;
+    s->image = s->teacher_kind + nt;
+    s->n_prompt = np;
+    s->n_answer = na;
+    s->n_teacher = nt;
+    return 0;
+}
+
+void traj_step_to_pb(const traj_step *s, uint32_t *u32, int img_c, int img_h, int img_w,
+                     Gtrt__Step *pb)
+{
+    gtrt__step__init(pb);
+    uint32_t *p = u32, *a = u32 + s->n_prompt, *t = a + s->n_answer;
+    for (uint32_t i = 0; i < s->n_prompt; i++)
+        p[i] = (uint32_t)s->prompt[i];
+    for (uint32_t i = 0; i < s->n_answer; i++)
+        a[i] = (uint32_t)s->answer[i];
+    for (uint32_t i = 0; i < s->n_teacher; i++)
+        t[i] = (uint32_t)s->teacher_answer[i];
+    pb->has_episode = pb->has_turn = pb->has_policy_version = 1;
+    pb->episode = s->episode;
+    pb->turn = s->turn;
+    pb->policy_version = s->policy_version;
+    pb->env = (char *)s->env;
+    pb->n_prompt = s->n_prompt;
+    pb->prompt = p;
+    pb->n_answer = s->n_answer;
+    pb->answer = a;
+    pb->n_logprob = s->n_answer;
+    pb->logprob = s->logprob;
+    pb->has_kind = 1;
+    pb->kind.len = s->n_answer;
+    pb->kind.data = s->kind;
+    pb->has_value = pb->has_reward = pb->has_done = pb->has_truncated = 1;
+    pb->value = s->value;
+    pb->reward = s->reward;
+    pb->done = s->done;
+    pb->truncated = s->truncated;
+    pb->has_format_valid = pb->has_success = 1;
+    pb->format_valid = s->format_valid;
+    pb->success = s->success;
+    pb->has_image_c = pb->has_image_h = pb->has_image_w = 1;
+    pb->image_c = (uint32_t)img_c;
+    pb->image_h = (uint32_t)img_h;
+    pb->image_w = (uint32_t)img_w;
+    if (s->n_teacher) {
+        pb->n_teacher_answer = s->n_teacher;
+        pb->teacher_answer = t;
+        pb->has_teacher_kind = 1;
+        pb->teacher_kind.len = s->n_teacher;
+        pb->teacher_kind.data = s->teacher_kind;
+    }
+    pb->has_teacher_kl = pb->has_teacher_version = 1;
+    pb->teacher_kl = s->teacher_kl;
+    pb->teacher_version = s->teacher_version;
 }

@@ -46,5 +46,12 @@ typedef struct traj_step {
 int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_limits *lim,
                       const char *actor, traj_step *out, const char **why);
 void traj_step_free(traj_step *s);
+/* Allocate the arrays of a step (zeroed fields, sizes set). */
+int traj_step_alloc(traj_step *s, uint32_t n_prompt, uint32_t n_answer, uint32_t n_teacher,
+                    size_t image_bytes);
+/* Point `pb` (initialised here) at `s`'s fields for sending; `u32` must hold
+ * n_prompt + n_answer + n_teacher entries (protobuf wants uint32 ids). */
+void traj_step_to_pb(const traj_step *s, uint32_t *u32, int img_c, int img_h, int img_w,
+                     Gtrt__Step *pb);
 
 #endif

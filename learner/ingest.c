@@ -253,6 +253,15 @@ size_t ingest_take(ingest *g, traj_step *out, int *batch_of, size_t n)
     return n;
 }
 
+size_t ingest_ready(const ingest *g, size_t n)
+{
+    if (n == 0 || g->n_steps < n)
+        return 0;
+    while (n < g->n_steps && g->step_batch[n] == g->step_batch[n - 1])
+        n++;
+    return n;
+}
+
 void ingest_done(ingest *g, net_sock *sock, const int *batch_of, size_t n)
 {
     for (size_t i = 0; i < n; i++)

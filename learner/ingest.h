@@ -65,6 +65,10 @@ void ingest_drop_stale(ingest *g, net_sock *sock, uint64_t version);
  * them and frees them with traj_step_free) and remember their batches;
  * returns how many were moved. */
 size_t ingest_take(ingest *g, traj_step *out, int *batch_of, size_t n);
+/* Number of buffered steps up to the first batch boundary at or after `n`
+ * (batches are whole episodes, so this keeps episodes whole); 0 when fewer
+ * than `n` steps are buffered. */
+size_t ingest_ready(const ingest *g, size_t n);
 /* The steps of `batch_of[0..n)` have been learned from: acknowledge every
  * batch that has no step left open. */
 void ingest_done(ingest *g, net_sock *sock, const int *batch_of, size_t n);

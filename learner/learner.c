@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <stddef.h>
+
 #include "common/cli.h"
 #include "common/clock.h"
+
+static void learner_maybe_update(learner *l);
 
 /* ==== membership ==== */
 
@@ -75,6 +79,34 @@ static void learner_welcome(learner *l, const net_route *to, uint64_t request_id
     net_send(l->router, to, GTRT__MSG_TYPE__MSG_WELCOME, &w.base, request_id, NULL, 0);
 }
 
+/* ==== updates ==== */
+
+static void learner_update_done(uv_work_t *w, int status)
+{
+    learner *l = (learner *)((char *)w - offsetof(learner, L.work));
+    if (l->s.stopping) {
+        /* Sockets are closed: record the batches as learned from, so a
+         * resumed learner does not learn them twice. */
+        l->L.busy = false;
+        ingest_done(&l->L.g, NULL, l->L.batch_of, l->L.n_batch);
+        return;
+    }
+    err e = {0};
+    if (status || learn_after_update(&l->L, &l->ckpts, l->router, &e)) {
+        log_error("update failed: %s", status ? uv_strerror(status) : e.msg);
+        svc_stop(&l->s, 1);
+        return;
+    }
+    l->s.model_version = l->L.version;
+    learner_maybe_update(l);
+}
+
+static void learner_maybe_update(learner *l)
+{
+    if (!l->s.stopping)
+        learn_maybe_update(&l->L, &l->s.loop, learner_update_done);
+}
+
 /* ==== messages ==== */
 
 static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg *msg, void *ud)
@@ -107,6 +139,17 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
         }
         return;
     }
+    case GTRT__MSG_TYPE__MSG_TRAJ_BATCH: {
+        peer *p = peers_find(&l->peers, msg->hdr->sender_id);
+        if (!p || !p->alive || p->role != GTRT__ROLE__ROLE_ACTOR) {
+            l->traj_unregistered++;
+            log_warn("dropped trajectories from %s: not a registered actor", msg->hdr->sender_id);
+            return;
+        }
+        ingest_on_batch(&l->L.g, sock, from, msg->hdr->sender_id, msg, l->L.version);
+        learner_maybe_update(l);
+        return;
+    }
     case GTRT__MSG_TYPE__MSG_CKPT_CHUNK_REQUEST:
         ckpt_server_on_request(&l->ckpts, sock, from, msg);
         return;
@@ -115,6 +158,15 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
         svc_counters_add(&extra, "peers_refused", l->peers_refused);
         svc_counters_add(&extra, "ckpt_chunks_served", l->ckpts.chunks_served);
         svc_counters_add(&extra, "ckpt_bad_requests", l->ckpts.bad_requests);
+        svc_counters_add(&extra, "policy_version", l->L.version);
+        svc_counters_add(&extra, "updates_budget", (uint64_t)l->L.updates);
+        svc_counters_add(&extra, "env_steps_learned", l->L.env_steps);
+        svc_counters_add(&extra, "steps_received", l->L.g.stats.steps);
+        svc_counters_add(&extra, "steps_stale", l->L.g.stats.stale);
+        svc_counters_add(&extra, "steps_rejected", l->L.g.stats.invalid);
+        svc_counters_add(&extra, "batches_duplicate", l->L.g.stats.duplicates);
+        svc_counters_add(&extra, "batches_unregistered", l->traj_unregistered);
+        svc_counters_add(&extra, "steps_buffered", l->L.g.n_steps);
         svc_reply_status(&l->s, sock, from, rid, &l->peers, &extra);
         return;
     }
@@ -163,6 +215,8 @@ static void learner_on_beat(svc *s)
 static void learner_on_stop(svc *s)
 {
     learner *l = (learner *)s;
+    if (l->L.busy)
+        log_info("waiting for the update in progress to finish");
     uv_close((uv_handle_t *)&l->sweep, NULL);
     log_info("stopping; %zu actors and %zu teachers were alive",
              peers_count_alive(&l->peers, GTRT__ROLE__ROLE_ACTOR),
@@ -198,11 +252,22 @@ int learner_init(learner *l, const config *cfg, err *e)
         return l->pub ? rc : GTRT_ENET;
     ckpt_server_init(&l->ckpts, l->pub, (uint32_t)config_int(cfg, "net.chunk_bytes"));
     log_info("listening on %s, announcing on %s", bind, pub);
+    if ((rc = learn_init(&l->L, cfg, &l->s.loop, e)) || (rc = learn_publish_initial(&l->L, &l->ckpts, e)))
+        return rc;
+    l->s.model_version = l->L.version;
+    log_info("run directory %s; serving policy v%llu", l->L.run_dir,
+             (unsigned long long)l->L.version);
     return 0;
 }
 
 void learner_deinit(learner *l)
 {
+    if (l->L.cfg) {
+        err e = {0};
+        if (learn_save_state(&l->L, &e))
+            log_warn("%s", e.msg);
+    }
+    learn_deinit(&l->L);
     peers_deinit(&l->peers);
     ckpt_server_deinit(&l->ckpts);
 }

@@ -6,6 +6,7 @@
 #define GTRT_LEARNER_H
 
 #include "common/ckpt_xfer.h"
+#include "learner/learn.h"
 #include "common/peers.h"
 #include "common/service.h"
 
@@ -17,6 +18,8 @@ typedef struct learner {
     peer_table peers;
     uv_timer_t sweep; /* liveness checks, 4 per heartbeat interval */
     uint64_t peers_refused; /* registrations refused: table full */
+    uint64_t traj_unregistered; /* trajectory batches from unknown actors */
+    learn L;
 } learner;
 
 int learner_init(learner *l, const config *cfg, err *e);

@@ -25,10 +25,22 @@ extern char **environ;
 typedef struct it_ctx {
     char dir[64];
     char learner_ep[128], teacher_ep[128];
-    char sets[7][160];
+    char sets[12][160];
 } it_ctx;
 
 static it_ctx it;
+
+/* Every child started, so a failed assertion does not leave them running. */
+static pid_t it_children[16];
+static int it_nchildren;
+
+static void kill_children(void)
+{
+    for (int i = 0; i < it_nchildren; i++)
+        if (it_children[i] > 0 && kill(it_children[i], SIGKILL) == 0)
+            waitpid(it_children[i], NULL, 0);
+    it_nchildren = 0;
+}
 
 static void sleep_ms(int ms)
 {
@@ -41,11 +53,11 @@ static pid_t start(const char *role, const char *id_key, const char *id)
     char idset[128], logpath[160];
     snprintf(idset, sizeof idset, "%s=%s", id_key, id);
     snprintf(logpath, sizeof logpath, "%s/%s.log", it.dir, id);
-    const char *argv[32];
+    const char *argv[40];
     int n = 0;
     argv[n++] = GTRT_BIN_PATH;
     argv[n++] = role;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 12; i++) {
         argv[n++] = "--set";
         argv[n++] = it.sets[i];
     }
@@ -60,6 +72,8 @@ static pid_t start(const char *role, const char *id_key, const char *id)
     int rc = posix_spawn(&pid, GTRT_BIN_PATH, &fa, NULL, (char **)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     cr_assert_eq(rc, 0, "cannot start %s", role);
+    if (it_nchildren < 16)
+        it_children[it_nchildren++] = pid;
     return pid;
 }
 
@@ -259,8 +273,16 @@ static void assert_counted(const cJSON *st, const char *ep)
                    expected_bad, txt ? txt : "no answer");
 }
 
+static void forget_child(pid_t pid)
+{
+    for (int i = 0; i < it_nchildren; i++)
+        if (it_children[i] == pid)
+            it_children[i] = 0;
+}
+
 static void stop(pid_t pid, const char *name)
 {
+    forget_child(pid);
     kill(pid, SIGTERM);
     int status = 0;
     for (int i = 0; i < 200; i++) {
@@ -276,7 +298,8 @@ static void stop(pid_t pid, const char *name)
     cr_assert_fail("%s did not stop within 10 s of SIGTERM", name);
 }
 
-Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180)
+Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180,
+     .fini = kill_children)
 {
     snprintf(it.dir, sizeof it.dir, "/tmp/gtrt-it-XXXXXX");
     cr_assert_not_null(mkdtemp(it.dir));
@@ -289,6 +312,12 @@ Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180)
     snprintf(it.sets[4], sizeof it.sets[4], "net.max_msg_bytes=1048576");
     snprintf(it.sets[5], sizeof it.sets[5], "log.level=info");
     snprintf(it.sets[6], sizeof it.sets[6], "learner.publish_bind=ipc://%s/publish", it.dir);
+    snprintf(it.sets[7], sizeof it.sets[7], "learner.publish_connect=ipc://%s/publish", it.dir);
+    snprintf(it.sets[8], sizeof it.sets[8], "run.out_dir=%s/runs", it.dir);
+    snprintf(it.sets[9], sizeof it.sets[9], "metrics.prometheus_bind=");
+    /* a tiny policy on NumberLine: the services really train, quickly */
+    snprintf(it.sets[10], sizeof it.sets[10], "model.preset=tiny");
+    snprintf(it.sets[11], sizeof it.sets[11], "env.name=numberline");
 
     /* Start order: a teacher and an actor before the learner exists. */
     pid_t teacher = start("teacher", "teacher.id", "teacher-t");
@@ -315,6 +344,7 @@ Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180)
     /* SIGKILL: no goodbye, only silence tells. */
     kill(actor_b, SIGKILL);
     waitpid(actor_b, NULL, 0);
+    forget_child(actor_b);
     st = wait_for(it.learner_ep, actor_b_gone, 10000);
     cr_assert_not_null(st, "killed actor never marked gone");
     cr_expect_eq(peer_alive(st, "actor-a"), 1);
@@ -358,13 +388,15 @@ Test(services, up_starts_and_stops_the_whole_system, .timeout = 120)
 {
     /* tcp on loopback, on ports unlikely to clash with a developer's run */
     int base = 20000 + (int)(getpid() % 20000);
-    char cmd[1024];
+    char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "%s up --set up.hold_s=0.5 --set net.heartbeat_ms=100 "
              "--set learner.bind=tcp://127.0.0.1:%d --set learner.connect=tcp://127.0.0.1:%d "
              "--set teacher.bind=tcp://127.0.0.1:%d --set learner.publish_bind=tcp://127.0.0.1:%d "
-             "--set learner.publish_connect=tcp://127.0.0.1:%d 2>/dev/null",
-             GTRT_BIN_PATH, base, base, base + 1, base + 2, base + 2);
+             "--set learner.publish_connect=tcp://127.0.0.1:%d --set model.preset=tiny "
+             "--set env.name=numberline --set run.out_dir=/tmp/gtrt-up-%d "
+             "--set metrics.prometheus_bind= 2>/dev/null",
+             GTRT_BIN_PATH, base, base, base + 1, base + 2, base + 2, (int)getpid());
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     static char out[1 << 16];

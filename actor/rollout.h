@@ -1,0 +1,48 @@
+/* Rolling out episodes: n environments played in lock step, every turn's
+ * answers sampled for all of them in one batched KV-cache pass. Each turn of
+ * each env becomes a traj_step (image as bytes, prompt and answer ids,
+ * per-token logprobs at the sampling temperature, thought/action marks, the
+ * value, the reward); when an episode ends its steps are handed over whole,
+ * so the learner always sees complete episodes.
+ *
+ * The image is quantised to bytes before the policy sees it, so the actor
+ * and the learner (which gets the bytes) score exactly the same input. */
+#ifndef GTRT_ROLLOUT_H
+#define GTRT_ROLLOUT_H
+
+#include "actor/envs/env.h"
+#include "common/model.h"
+#include "common/sample.h"
+#include "common/traj.h"
+
+typedef struct rollout_config {
+    char env[32];
+    int n_envs;
+    float temperature; /* 0.2 in GTR-Turbo */
+    int top_k;         /* 5 */
+    int max_new;       /* longest answer */
+    uint64_t seed;
+    bool format_reward; /* add the env's format reward to the reward */
+} rollout_config;
+
+typedef struct rollout_stats {
+    uint64_t turns, episodes, wins, valid, illegal, tokens;
+    double return_sum;
+} rollout_stats;
+
+/* Called with a finished episode; takes ownership of steps[0..n) (free
+ * each with traj_step_free, then the array with free). */
+typedef void (*rollout_episode_fn)(void *ud, traj_step *steps, size_t n);
+
+typedef struct rollout rollout;
+
+int rollout_new(const rollout_config *rc, const model_config *mc, const env_params *ep,
+                const char *actor_id, rollout **out, err *e);
+void rollout_free(rollout *r);
+/* Play one turn in every env with policy `m` (version `version`). */
+int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, void *ud, err *e);
+const rollout_stats *rollout_get_stats(const rollout *r);
+/* Image shape every env renders (the model must match it). */
+void rollout_image_shape(const rollout *r, int *c, int *h, int *w);
+
+#endif
