@@ -149,7 +149,7 @@ static void actor_kick(actor *a)
 {
     if (a->busy || !a->ro || a->s.stopping)
         return;
-    if (traj_sender_room(&a->send) < (size_t)a->rc.n_envs * 32)
+    if (traj_sender_room(&a->send) == 0)
         return; /* wait for acknowledgements */
     a->busy = true;
     a->work.data = a;
@@ -177,10 +177,12 @@ static void actor_on_beat(svc *s)
     member_beat(&a->m);
     /* The learner came back (or we just registered): resend what it has
      * not acknowledged; it drops what it already has. */
-    if (a->m.welcomed && !a->learner_was_alive && a->send.n) {
+    if (a->m.welcomed && !a->learner_was_alive && a->learner_seen && a->send.n) {
         log_info("learner is back: resending %zu unacknowledged batches", a->send.n);
         traj_sender_resend(&a->send, a->m.sock);
     }
+    if (a->learner_was_alive && !a->m.welcomed)
+        a->learner_seen = true; /* it was there and went away */
     a->learner_was_alive = a->m.welcomed;
     actor_kick(a);
 }

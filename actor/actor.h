@@ -41,7 +41,8 @@ typedef struct actor {
     actor_episode *eps; /* finished in the last turn, to send */
     size_t n_eps, cap_eps;
     uint64_t steps_sent, episodes_sent;
-    bool learner_was_alive;
+    bool learner_was_alive; /* welcomed at the last heartbeat */
+    bool learner_seen;      /* the learner went away at least once */
 } actor;
 
 int actor_init(actor *a, const config *cfg, err *e);

@@ -72,7 +72,7 @@ const cfg_key config_schema[] = {
     {"actor", "temperature", CFG_DOUBLE, "0.2", 0, 10, "sampling temperature (GTR-Turbo: 0.2)"},
     {"actor", "top_k", CFG_INT, "5", 0, 100000, "sample among the k likeliest tokens (0: all)"},
     {"actor", "max_new", CFG_INT, "96", 1, 4096, "longest answer in tokens"},
-    {"actor", "max_unacked_steps", CFG_INT, "4096", 16, 10000000,
+    {"actor", "max_unacked_steps", CFG_INT, "512", 16, 10000000,
      "steps an actor may have sent and not had acknowledged before it waits"},
 
     /* ---- ppo (learner) ---- */
@@ -109,6 +109,8 @@ const cfg_key config_schema[] = {
     {"sft", "seed", CFG_INT, "1", 0, 9.2e18, "`gtrt sft`: seed of the data, the init and the batches"},
     {"sft", "imperfect", CFG_DOUBLE, "0.1", 0, 1,
      "`gtrt sft`: share of answers made wrong on purpose (misread card or another deal's plan)"},
+    {"sft", "random_action", CFG_DOUBLE, "0", 0, 1,
+     "`gtrt sft`: share of answers whose action is a random legal one (reading kept)"},
     {"sft", "eval_episodes", CFG_INT, "200", 0, 100000000,
      "`gtrt sft`: episodes of the closing eval (0: none); sampling as in [eval]"},
 
@@ -125,7 +127,11 @@ const cfg_key config_schema[] = {
     {"up", "actors", CFG_INT, "2", 0, 256, "actor processes `gtrt up` starts"},
     {"up", "teachers", CFG_INT, "1", 0, 16, "teacher processes `gtrt up` starts"},
     {"up", "hold_s", CFG_DOUBLE, "3", 0, INF,
-     "seconds `gtrt up` keeps the system running once all services are alive (0: until Ctrl-C)"},
+     "with ppo.updates = 0: seconds `gtrt up` keeps the system running (0: until Ctrl-C)"},
+    {"up", "sft", CFG_BOOL, "true", 0, 0,
+     "warm-start with `gtrt sft` first when ppo.init_checkpoint is empty"},
+    {"up", "eval_episodes", CFG_INT, "200", 0, 100000000,
+     "episodes of the final `gtrt eval` (0: none)"},
     {"up", "start_timeout_s", CFG_DOUBLE, "30", 1, 3600,
      "seconds to wait for every service to register"},
 

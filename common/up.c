@@ -1,9 +1,16 @@
-/* `gtrt up`: start a whole system on this machine (one learner, teachers,
- * actors) as child processes of the same executable, wait until every
- * service is registered, show the status table, and stop everything
- * cleanly. It is the one-command local run; on a cluster the services are
- * started one by one (deploy/). */
+/* `gtrt up`: a whole local run from one command. It warm-starts a policy
+ * with `gtrt sft` when no initial checkpoint is given, starts one learner,
+ * the teachers and the actors as child processes of the same executable
+ * (each with the same --config/--set options, logs prefixed by role and id),
+ * waits until every service is registered, shows progress until the
+ * learner's update budget is spent (restarting an actor that dies), stops
+ * everything with SIGTERM (actors first, the learner last), evaluates the
+ * final policy with `gtrt eval` and says where everything is. With
+ * ppo.updates = 0 it runs for up.hold_s seconds instead (0: until Ctrl-C).
+ * On a cluster the services are started one by one instead (deploy/). */
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,20 +21,29 @@
 
 #include "common/cli.h"
 #include "common/clock.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/status.h"
 
 #define UP_MAX_CHILDREN 300
+#define UP_MAX_EXTRA 4
 
 typedef struct up_child {
     pid_t pid;
+    char role[16];
     char name[64];
+    char extra[UP_MAX_EXTRA][600]; /* --set values of this child */
+    int nextra;
     int status;
     bool exited;
+    int restarts;
 } up_child;
 
 typedef struct up_ctx {
     const cli_common *common;
+    const config *cfg;
+    char run_dir[512];
+    char init_set[700]; /* ppo.init_checkpoint=... for the learner, or "" */
     up_child kids[UP_MAX_CHILDREN];
     int nkids;
 } up_ctx;
@@ -40,15 +56,22 @@ static void up_on_signal(int sig)
     up_interrupted = 1;
 }
 
-/* Start `gtrt <role> --config ... --set ... <extra sets>` as a child. */
-static int up_spawn(up_ctx *u, const char *role, const char *name, const char **extra, int nextra)
+static void up_sleep_ms(int ms)
 {
-    if (u->nkids >= UP_MAX_CHILDREN)
-        return GTRT_ERANGE;
-    const char *argv[2 * CLI_MAX_SETS + 16];
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ==== children ==== */
+
+/* argv: gtrt <cmd> --config ... --set ... <extra sets> <args> */
+static pid_t up_exec(const up_ctx *u, const char *cmd, char extra[][600], int nextra,
+                     const char *const *args, int nargs)
+{
+    const char *argv[2 * CLI_MAX_SETS + 2 * UP_MAX_EXTRA + 32];
     int n = 0;
     argv[n++] = "gtrt";
-    argv[n++] = role;
+    argv[n++] = cmd;
     if (u->common->config_path) {
         argv[n++] = "--config";
         argv[n++] = u->common->config_path;
@@ -65,21 +88,48 @@ static int up_spawn(up_ctx *u, const char *role, const char *name, const char **
         argv[n++] = "--log-level";
         argv[n++] = u->common->log_level;
     }
+    for (int i = 0; i < nargs && n < (int)(sizeof argv / sizeof *argv) - 1; i++)
+        argv[n++] = args[i];
     argv[n] = NULL;
     fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0)
-        return GTRT_EIO;
     if (pid == 0) {
         execv("/proc/self/exe", (char **)argv);
-        fprintf(stderr, "gtrt up: cannot start %s: %s\n", name, strerror(errno));
+        fprintf(stderr, "gtrt up: cannot start gtrt %s: %s\n", cmd, strerror(errno));
         _exit(127);
     }
-    up_child *k = &u->kids[u->nkids++];
+    return pid;
+}
+
+static int up_spawn(up_ctx *u, const char *role, const char *name, const char **extra, int nextra)
+{
+    if (u->nkids >= UP_MAX_CHILDREN)
+        return GTRT_ERANGE;
+    up_child *k = &u->kids[u->nkids];
     memset(k, 0, sizeof *k);
-    k->pid = pid;
+    snprintf(k->role, sizeof k->role, "%s", role);
     snprintf(k->name, sizeof k->name, "%s", name);
+    for (int i = 0; i < nextra && i < UP_MAX_EXTRA; i++)
+        snprintf(k->extra[k->nextra++], sizeof k->extra[0], "%s", extra[i]);
+    k->pid = up_exec(u, role, k->extra, k->nextra, NULL, 0);
+    if (k->pid < 0)
+        return GTRT_EIO;
+    u->nkids++;
     return 0;
+}
+
+/* Run a one-shot `gtrt cmd args...` and wait for it; its exit code. */
+static int up_run_tool(const up_ctx *u, const char *cmd, const char *const *args, int nargs)
+{
+    char none[1][600];
+    pid_t pid = up_exec(u, cmd, none, 0, args, nargs);
+    if (pid < 0)
+        return -1;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        if (up_interrupted)
+            kill(pid, SIGTERM);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* Reap children that have exited; returns how many are still running. */
@@ -98,40 +148,44 @@ static int up_reap(up_ctx *u)
     return running;
 }
 
-static const char *up_first_dead(up_ctx *u)
+/* An actor that died is started again (up to 5 times); any other service
+ * that died ends the run. Returns the name of a dead non-actor, or NULL. */
+static const char *up_tend(up_ctx *u)
 {
-    for (int i = 0; i < u->nkids; i++)
-        if (u->kids[i].exited)
-            return u->kids[i].name;
+    up_reap(u);
+    for (int i = 0; i < u->nkids; i++) {
+        up_child *k = &u->kids[i];
+        if (!k->exited)
+            continue;
+        if (strcmp(k->role, "actor") || k->restarts >= 5)
+            return k->name;
+        log_warn("%s died (status %d); starting it again", k->name, k->status);
+        k->restarts++;
+        k->exited = false;
+        k->pid = up_exec(u, "actor", k->extra, k->nextra, NULL, 0);
+    }
     return NULL;
 }
 
-static void up_sleep_ms(int ms)
+/* SIGTERM the children of one role and wait for them; SIGKILL after
+ * `grace_s` (the learner may be finishing an update). */
+static void up_stop_role(up_ctx *u, const char *role, double grace_s)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* SIGTERM the children of one kind (actors first, the learner last) and
- * wait for them; SIGKILL after 15 s. */
-static void up_stop_role(up_ctx *u, const char *prefix)
-{
-    size_t plen = strlen(prefix);
     for (int i = 0; i < u->nkids; i++)
-        if (!u->kids[i].exited && !strncmp(u->kids[i].name, prefix, plen))
+        if (!u->kids[i].exited && !strcmp(u->kids[i].role, role))
             kill(u->kids[i].pid, SIGTERM);
-    uint64_t deadline = clock_mono_ms() + 15000;
+    uint64_t deadline = clock_mono_ms() + (uint64_t)(grace_s * 1000);
     for (;;) {
         int left = 0;
         up_reap(u);
         for (int i = 0; i < u->nkids; i++)
-            left += !u->kids[i].exited && !strncmp(u->kids[i].name, prefix, plen);
+            left += !u->kids[i].exited && !strcmp(u->kids[i].role, role);
         if (!left)
             return;
         if (clock_mono_ms() > deadline) {
             for (int i = 0; i < u->nkids; i++)
-                if (!u->kids[i].exited && !strncmp(u->kids[i].name, prefix, plen)) {
-                    log_error("%s did not stop within 15 s; killing it", u->kids[i].name);
+                if (!u->kids[i].exited && !strcmp(u->kids[i].role, role)) {
+                    log_error("%s did not stop within %.0f s; killing it", u->kids[i].name, grace_s);
                     kill(u->kids[i].pid, SIGKILL);
                 }
             deadline = UINT64_MAX;
@@ -173,18 +227,19 @@ static void up_teacher_bind(const char *base, int i, char *out, size_t len)
         snprintf(out, len, "teacher.bind=%s-%d", base, i);
 }
 
-static int up_start_all(up_ctx *u, const config *cfg)
+static int up_start_all(up_ctx *u)
 {
-    int rc = up_spawn(u, "learner", "learner", NULL, 0);
-    for (int i = 0; !rc && i < config_int(cfg, "up.teachers"); i++) {
+    const char *lx[] = {u->init_set};
+    int rc = up_spawn(u, "learner", "learner", lx, u->init_set[0] ? 1 : 0);
+    for (int i = 0; !rc && i < config_int(u->cfg, "up.teachers"); i++) {
         char name[32], id[64], bind[300];
         snprintf(name, sizeof name, "teacher-%d", i);
         snprintf(id, sizeof id, "teacher.id=%s", name);
-        up_teacher_bind(config_str(cfg, "teacher.bind"), i, bind, sizeof bind);
+        up_teacher_bind(config_str(u->cfg, "teacher.bind"), i, bind, sizeof bind);
         const char *extra[] = {id, bind};
         rc = up_spawn(u, "teacher", name, extra, 2);
     }
-    for (int i = 0; !rc && i < config_int(cfg, "up.actors"); i++) {
+    for (int i = 0; !rc && i < config_int(u->cfg, "up.actors"); i++) {
         char name[32], id[64];
         snprintf(name, sizeof name, "actor-%d", i);
         snprintf(id, sizeof id, "actor.id=%s", name);
@@ -194,21 +249,38 @@ static int up_start_all(up_ctx *u, const config *cfg)
     return rc;
 }
 
-/* Poll the learner until every service is registered. */
-static int up_wait_alive(up_ctx *u, const config *cfg, cJSON **st)
+/* ==== watching the run ==== */
+
+static cJSON *up_status(const up_ctx *u, int timeout_ms)
 {
-    int want_a = (int)config_int(cfg, "up.actors"), want_t = (int)config_int(cfg, "up.teachers");
-    uint64_t deadline = clock_mono_ms() + (uint64_t)(config_double(cfg, "up.start_timeout_s") * 1000);
+    cJSON *st = NULL;
+    err e = {0};
+    status_fetch(config_str(u->cfg, "learner.connect"), timeout_ms, 1,
+                 config_int(u->cfg, "net.max_msg_bytes"), &st, &e);
+    return st;
+}
+
+static double up_counter(const cJSON *st, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(st, "counters"), name);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* Poll the learner until every service is registered. */
+static int up_wait_alive(up_ctx *u, cJSON **st)
+{
+    int want_a = (int)config_int(u->cfg, "up.actors"), want_t = (int)config_int(u->cfg, "up.teachers");
+    uint64_t deadline =
+        clock_mono_ms() + (uint64_t)(config_double(u->cfg, "up.start_timeout_s") * 1000);
     int last_a = -1, last_t = -1;
     while (!up_interrupted) {
-        up_reap(u);
-        if (up_first_dead(u)) {
-            log_error("%s exited during start-up", up_first_dead(u));
+        const char *dead = up_tend(u);
+        if (dead) {
+            log_error("%s exited during start-up", dead);
             return GTRT_ESTATE;
         }
-        err e = {0};
-        if (status_fetch(config_str(cfg, "learner.connect"), 500, 1,
-                         config_int(cfg, "net.max_msg_bytes"), st, &e) == 0) {
+        if ((*st = up_status(u, 500))) {
             int a = status_count_alive(*st, "actor"), t = status_count_alive(*st, "teacher");
             if (a != last_a || t != last_t)
                 log_info("registered: %d/%d actors, %d/%d teachers", a, want_a, t, want_t);
@@ -221,7 +293,7 @@ static int up_wait_alive(up_ctx *u, const config *cfg, cJSON **st)
         }
         if (clock_mono_ms() > deadline) {
             log_error("not every service registered within %.0f s",
-                      config_double(cfg, "up.start_timeout_s"));
+                      config_double(u->cfg, "up.start_timeout_s"));
             return GTRT_ETIMEOUT;
         }
         up_sleep_ms(100);
@@ -229,32 +301,160 @@ static int up_wait_alive(up_ctx *u, const config *cfg, cJSON **st)
     return GTRT_ESTATE;
 }
 
-static void up_hold(up_ctx *u, double hold_s)
+/* The last line of RUN/metrics.jsonl, parsed; NULL when there is none. */
+static cJSON *up_last_metrics(const up_ctx *u)
 {
-    if (hold_s > 0)
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", u->run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char line[8192], last[8192] = "";
+    while (fgets(line, sizeof line, f))
+        if (line[0] == '{')
+            memcpy(last, line, sizeof last);
+    fclose(f);
+    return last[0] ? cJSON_Parse(last) : NULL;
+}
+
+static double up_num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void up_progress(const up_ctx *u, double version, double env_steps, uint64_t t0_ns)
+{
+    int64_t budget = config_int(u->cfg, "ppo.updates");
+    double el = clock_since_s(t0_ns);
+    double rate = el > 0 ? env_steps / el : 0;
+    double eta = version > 0 && budget > 0 ? el / version * ((double)budget - version) : 0;
+    cJSON *m = up_last_metrics(u);
+    log_info("update %.0f/%" PRId64 " | env steps %.0f | success %.2f | return %.2f | "
+             "thought entropy %.3f | %.1f steps/s | ETA %.0fm%02.0fs",
+             version, budget, env_steps, up_num(m, "train/success_rate"),
+             up_num(m, "train/return"), up_num(m, "train/thought_entropy"), rate,
+             (double)((int)eta / 60), (double)((int)eta % 60));
+    cJSON_Delete(m);
+}
+
+/* Run until the learner has done ppo.updates updates (or, with no budget,
+ * for up.hold_s seconds). Returns 0, or GTRT_ESTATE when a service died. */
+static int up_watch(up_ctx *u)
+{
+    int64_t budget = config_int(u->cfg, "ppo.updates");
+    double hold_s = config_double(u->cfg, "up.hold_s");
+    if (budget > 0)
+        log_info("training for %" PRId64 " updates (Ctrl-C to stop sooner)", budget);
+    else if (hold_s > 0)
         log_info("running for %.1f s (Ctrl-C to stop sooner)", hold_s);
     else
         log_info("running until Ctrl-C");
-    uint64_t end = clock_mono_ms() + (uint64_t)(hold_s * 1000);
-    while (!up_interrupted && (hold_s <= 0 || clock_mono_ms() < end)) {
-        up_reap(u);
-        if (up_first_dead(u)) {
-            log_error("%s exited unexpectedly", up_first_dead(u));
-            return;
+    uint64_t t0 = clock_mono_ns(), end = clock_mono_ms() + (uint64_t)(hold_s * 1000);
+    double last_version = -1;
+    while (!up_interrupted) {
+        const char *dead = up_tend(u);
+        if (dead) {
+            log_error("%s exited unexpectedly", dead);
+            return GTRT_ESTATE;
         }
-        up_sleep_ms(100);
+        if (budget <= 0) {
+            if (hold_s > 0 && clock_mono_ms() >= end)
+                return 0;
+            up_sleep_ms(100);
+            continue;
+        }
+        cJSON *st = up_status(u, 1000);
+        if (st) {
+            double v = up_counter(st, "policy_version");
+            if (v != last_version)
+                up_progress(u, v, up_counter(st, "env_steps_learned"), t0);
+            last_version = v;
+            cJSON_Delete(st);
+            if (v >= (double)budget)
+                return 0;
+        }
+        up_sleep_ms(500);
     }
+    return 0;
+}
+
+/* ==== before and after ==== */
+
+static int up_warm_start(up_ctx *u)
+{
+    const char *init = config_str(u->cfg, "ppo.init_checkpoint");
+    if (init[0] || !config_bool(u->cfg, "up.sft")) {
+        if (init[0])
+            snprintf(u->init_set, sizeof u->init_set, "ppo.init_checkpoint=%s", init);
+        return 0;
+    }
+    err e = {0};
+    if (fs_mkdirs(u->run_dir, &e)) {
+        log_error("%s", e.msg);
+        return GTRT_EIO;
+    }
+    char out[600];
+    snprintf(out, sizeof out, "%s/sft.safetensors", u->run_dir);
+    log_info("warm start: gtrt sft --env %s -o %s", config_str(u->cfg, "env.name"), out);
+    const char *args[] = {"-o", out};
+    int rc = up_run_tool(u, "sft", args, 2);
+    if (rc) {
+        log_error("the warm-start SFT failed (exit code %d)", rc);
+        return GTRT_ESTATE;
+    }
+    snprintf(u->init_set, sizeof u->init_set, "ppo.init_checkpoint=%s", out);
+    return 0;
+}
+
+/* The newest policy checkpoint in RUN/checkpoints, or "" */
+static void up_last_checkpoint(const up_ctx *u, const cJSON *st, char *out, size_t len)
+{
+    out[0] = 0;
+    if (!st)
+        return;
+    snprintf(out, len, "%s/checkpoints/policy-v%06.0f.safetensors", u->run_dir,
+             up_counter(st, "policy_version"));
+    if (access(out, R_OK))
+        out[0] = 0;
+}
+
+static void up_final_eval(up_ctx *u, const char *ckpt)
+{
+    int64_t n = config_int(u->cfg, "up.eval_episodes");
+    if (!ckpt[0] || n <= 0 || up_interrupted)
+        return;
+    char episodes[32];
+    snprintf(episodes, sizeof episodes, "%" PRId64, n);
+    log_info("final evaluation: gtrt eval %s --episodes %s", ckpt, episodes);
+    const char *args[] = {ckpt, "--episodes", episodes};
+    if (up_run_tool(u, "eval", args, 3))
+        log_warn("the final evaluation failed");
+}
+
+static void up_where(const up_ctx *u)
+{
+    printf("\nrun directory:  %s\n"
+           "  config.ini       the effective configuration\n"
+           "  metrics.jsonl    one line per update (also TensorBoard: tensorboard --logdir %s)\n"
+           "  checkpoints/     the last policies (safetensors)\n"
+           "curves:         gtrt plot %s -o curves.svg\n",
+           u->run_dir, u->run_dir, u->run_dir);
+    fflush(stdout);
 }
 
 int up_main(int argc, char **argv)
 {
     static const cli_cmd cmd = {
-        "up", "", "Start learner, teachers and actors on this machine, show them, stop them.",
-        "Starts one learner, up.teachers teachers and up.actors actors as child\n"
-        "processes with the same --config and --set options, waits until all are\n"
-        "registered with the learner, prints the status table, runs for up.hold_s\n"
-        "seconds (0: until Ctrl-C) and stops everything with SIGTERM (actors first,\n"
-        "the learner last). Exit code 0 when every service stopped cleanly."};
+        "up", "", "Run a whole training run on this machine: SFT, learner, teachers, actors, eval.",
+        "Warm-starts a policy with `gtrt sft` when ppo.init_checkpoint is empty (up.sft),\n"
+        "starts one learner, up.teachers teachers and up.actors actors as child processes\n"
+        "with the same --config and --set options, waits until all are registered, shows\n"
+        "progress until the learner has done ppo.updates updates (an actor that dies is\n"
+        "started again), stops everything with SIGTERM (actors first, the learner last),\n"
+        "evaluates the final policy and prints where the run directory is. With\n"
+        "ppo.updates = 0 it runs for up.hold_s seconds (0: until Ctrl-C) instead.\n"
+        "Exit code 0 when every service stopped cleanly."};
     cli_common common;
     int rc = cli_parse(argc, argv, &cmd, NULL, &common, NULL, NULL, 0);
     if (rc)
@@ -268,32 +468,47 @@ int up_main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    up_ctx u = {0};
-    u.common = &common;
+    up_ctx *u = calloc(1, sizeof *u);
+    if (!u) {
+        config_free(cfg);
+        return 1;
+    }
+    u->common = &common;
+    u->cfg = cfg;
+    snprintf(u->run_dir, sizeof u->run_dir, "%s/%s", config_str(cfg, "run.out_dir"),
+             config_str(cfg, "run.name"));
     uint64_t t0 = clock_mono_ns();
     cJSON *st = NULL;
-    rc = up_start_all(&u, cfg);
+    rc = up_warm_start(u);
     if (!rc)
-        rc = up_wait_alive(&u, cfg, &st);
+        rc = up_start_all(u);
+    if (!rc)
+        rc = up_wait_alive(u, &st);
     if (!rc) {
         log_info("all services alive after %.2f s", clock_since_s(t0));
         status_print(stdout, st);
         fflush(stdout);
         cJSON_Delete(st);
-        up_hold(&u, config_double(cfg, "up.hold_s"));
-        err e = {0};
-        if (status_fetch(config_str(cfg, "learner.connect"), 1000, 2,
-                         config_int(cfg, "net.max_msg_bytes"), &st, &e) == 0) {
+        rc = up_watch(u);
+        st = up_status(u, 1000);
+        if (st) {
             status_print(stdout, st);
             fflush(stdout);
-            cJSON_Delete(st);
         }
     }
     log_info("stopping");
-    up_stop_role(&u, "actor");
-    up_stop_role(&u, "teacher");
-    up_stop_role(&u, "learner");
-    int exits = up_report_exits(&u);
+    up_stop_role(u, "actor", 15);
+    up_stop_role(u, "teacher", 15);
+    up_stop_role(u, "learner", 300);
+    int exits = up_report_exits(u);
+    if (!rc && config_int(cfg, "ppo.updates") > 0) {
+        char ckpt[700];
+        up_last_checkpoint(u, st, ckpt, sizeof ckpt);
+        up_final_eval(u, ckpt);
+        up_where(u);
+    }
+    cJSON_Delete(st);
+    free(u);
     config_free(cfg);
     return rc ? 1 : exits;
 }

@@ -30,6 +30,9 @@ static const wire_type_info wire_types[] = {
     {GTRT__MSG_TYPE__MSG_CKPT_CHUNK_REQUEST, "ckpt_chunk_request",
      &gtrt__ckpt_chunk_request__descriptor, 1 << 10},
     {GTRT__MSG_TYPE__MSG_CKPT_CHUNK, "ckpt_chunk", &gtrt__ckpt_chunk__descriptor, 1 << 10},
+    {GTRT__MSG_TYPE__MSG_ENV_RESET, "env_reset", &gtrt__env_reset__descriptor, 4 << 10},
+    {GTRT__MSG_TYPE__MSG_ENV_STEP, "env_step", &gtrt__env_step__descriptor, 1 << 10},
+    {GTRT__MSG_TYPE__MSG_ENV_OBS, "env_obs", &gtrt__env_obs__descriptor, 64 << 10},
 };
 
 static const wire_type_info *wire_type_find(uint32_t type)

@@ -6,33 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "actor/envs/env.h"
 #include "common/clock.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/tokenizer.h"
 
 /* ==== set-up ==== */
-
-static int learn_mkdirs(const char *path, err *e)
-{
-    char tmp[1024];
-    if (strlen(path) >= sizeof tmp)
-        return err_set(e, GTRT_EINVAL, "path too long: %s", path);
-    memcpy(tmp, path, strlen(path) + 1);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST)
-                return err_set(e, GTRT_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) && errno != EEXIST)
-        return err_set(e, GTRT_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    return 0;
-}
 
 /* A random policy of model.preset shaped for the configured env. */
 static int learn_random_policy(learn *L, err *e)
@@ -111,7 +93,7 @@ int learn_init(learn *L, const config *cfg, uv_loop_t *loop, err *e)
              config_str(cfg, "run.name"));
     char ck[600];
     snprintf(ck, sizeof ck, "%s/checkpoints", L->run_dir);
-    int rc = learn_mkdirs(ck, e);
+    int rc = fs_mkdirs(ck, e);
     if (rc)
         return rc;
     char path[700];
@@ -158,26 +140,6 @@ void learn_deinit(learn *L)
 
 /* ==== checkpoints ==== */
 
-static int learn_read_file(const char *path, uint8_t **out, size_t *len, err *e)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_set(e, GTRT_EIO, "%s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = n > 0 ? malloc((size_t)n) : NULL;
-    size_t got = b ? fread(b, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!b || got != (size_t)n) {
-        free(b);
-        return err_set(e, GTRT_EIO, "%s: cannot read", path);
-    }
-    *out = b;
-    *len = (size_t)n;
-    return 0;
-}
-
 /* Write the policy as version `v` and load the bytes for serving. */
 static int learn_write_version(learn *L, uint64_t v, err *e)
 {
@@ -188,7 +150,7 @@ static int learn_write_version(learn *L, uint64_t v, err *e)
     st_kv meta[] = {{"policy_version", vs}, {"env", config_str(L->cfg, "env.name")}};
     int rc = model_save_with(L->m, path, meta, 2, e);
     if (!rc)
-        rc = learn_read_file(path, &L->ckpt, &L->ckpt_len, e);
+        rc = fs_read_file(path, &L->ckpt, &L->ckpt_len, e);
     if (!rc && v >= (uint64_t)L->keep) { /* keep the last K */
         snprintf(path, sizeof path, "%s/checkpoints/policy-v%06" PRIu64 ".safetensors", L->run_dir,
                  v - (uint64_t)L->keep);

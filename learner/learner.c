@@ -218,6 +218,7 @@ static void learner_on_stop(svc *s)
     if (l->L.busy)
         log_info("waiting for the update in progress to finish");
     uv_close((uv_handle_t *)&l->sweep, NULL);
+    prom_server_close(&l->L.prom); /* its listening socket would keep the loop alive */
     log_info("stopping; %zu actors and %zu teachers were alive",
              peers_count_alive(&l->peers, GTRT__ROLE__ROLE_ACTOR),
              peers_count_alive(&l->peers, GTRT__ROLE__ROLE_TEACHER));

@@ -145,6 +145,12 @@ int sft_make_data_with(const char *name, const env_params *ep, int n, uint64_t s
             break;
         if (rng_double(&r) < dc->imperfect)
             sft_spoil(ev, other, env_steps(ev), &a, &r);
+        if (rng_double(&r) < dc->random_action) {
+            int legal[ENV_MAX_ACTIONS];
+            int nl = env_legal_actions(ev, legal);
+            if (nl > 0)
+                a.action = legal[rng_below(&r, (uint64_t)nl)];
+        }
         rc = sft_sample(ev, &a, img_n, fimg, &data[i], e);
         data[i].turn = (uint32_t)env_steps(ev);
     }
@@ -328,7 +334,8 @@ static int sft_run_init(sft_run *s, err *e)
     free(ranges);
     if (rc)
         return rc;
-    sft_data_config dc = {.imperfect = config_double(cfg, "sft.imperfect")};
+    sft_data_config dc = {.imperfect = config_double(cfg, "sft.imperfect"),
+                          .random_action = config_double(cfg, "sft.random_action")};
     rng data_rng;
     rng_split(&root, 2, &data_rng);
     uint64_t t0 = clock_mono_ns();

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actor/envs/remote.h"
 #include "common/config.h"
 
 struct env {
@@ -19,6 +20,7 @@ struct env {
     void *st;
     int steps;
     bool done;
+    remote_env *remote; /* "remote:..." envs: the client, which is also st */
 };
 
 static const env_vtable *const env_registry[] = {
@@ -58,22 +60,49 @@ void env_params_from_config(env_params *p, const config *c)
 
 /* ==== life cycle ==== */
 
+/* A remote env brings its own vtable and state (see remote.h); the server
+ * has already been reset once to learn the env. */
+static int env_new_remote(const char *name, const env_params *p, env **out, err *e)
+{
+    env *en = calloc(1, sizeof *en);
+    if (!en)
+        return err_set(e, GTRT_ENOMEM, "env %s: out of memory", name);
+    int rc = remote_env_new(name, p, &en->remote, e);
+    if (rc) {
+        free(en);
+        return rc;
+    }
+    en->vt = remote_env_vtable(en->remote);
+    en->p = *p;
+    en->img_w = en->vt->native_w;
+    en->img_h = en->vt->native_h;
+    en->img_c = p->image_c;
+    en->st = en->remote;
+    *out = en;
+    return 0;
+}
+
+remote_env *remote_env_of(const env *e) { return e->remote; }
+
 int env_new(const char *name, const env_params *p, env **out, err *e)
 {
     *out = NULL;
+    env_params def;
+    if (!p) {
+        env_params_default(&def);
+        p = &def;
+    }
+    if (remote_env_is_name(name))
+        return env_new_remote(name, p, out, e);
     const env_vtable *vt = NULL;
     for (int i = 0; i < ENV_REGISTRY_N; i++)
         if (strcmp(env_registry[i]->name, name) == 0)
             vt = env_registry[i];
     if (!vt)
         return err_set(e, GTRT_ENOTFOUND,
-                       "unknown env '%s' (known: numberline, ezpoints, points24, blackjack)",
+                       "unknown env '%s' (known: numberline, ezpoints, points24, blackjack, "
+                       "remote:<endpoint>)",
                        name);
-    env_params def;
-    if (!p) {
-        env_params_default(&def);
-        p = &def;
-    }
     int w = p->image_w ? p->image_w : vt->native_w;
     int h = p->image_h ? p->image_h : vt->native_h;
     if (w < 1 || h < 1 || w > RENDER_MAX_SIDE || h > RENDER_MAX_SIDE)
@@ -105,7 +134,10 @@ void env_free(env *e)
 {
     if (!e)
         return;
-    free(e->st);
+    if (e->remote)
+        remote_env_free(e->remote);
+    else
+        free(e->st);
     free(e);
 }
 
@@ -120,7 +152,10 @@ void env_reset(env *e, uint64_t seed)
 
 int env_deal(env *e, const int *cards, int n, err *er)
 {
-    if (!e->vt->deal(e->st, cards, n))
+    bool ok = e->vt->deal(e->st, cards, n);
+    if (!ok && e->remote)
+        return remote_env_error(e->remote, er);
+    if (!ok)
         return err_set(er, GTRT_EINVAL, "env %s: these %d cards cannot be dealt", e->vt->name,
                        n);
     e->steps = 0;
@@ -171,6 +206,13 @@ int env_step(env *e, int action, env_result *out, err *er)
     out->action = action;
     out->legal = true;
     e->vt->step(e->st, action, out);
+    /* A remote env fails on its own: the server gone, a bad reply. The
+     * episode is then over for the caller, who resets. */
+    int rc = e->remote ? remote_env_error(e->remote, er) : 0;
+    if (rc) {
+        e->done = true;
+        return rc;
+    }
     out->done = out->terminated || out->truncated;
     e->done = out->done;
     e->steps++;
@@ -223,6 +265,10 @@ int env_prompt(const env *e, char *buf, size_t cap) { return e->vt->prompt(e->st
 int env_oracle(const env *e, env_answer *out, err *er)
 {
     memset(out, 0, sizeof *out);
+    if (e->remote)
+        return err_set(er, GTRT_ENOTFOUND,
+                       "env %s: no oracle for a remote env (it needs the true state)",
+                       e->vt->name);
     if (e->done)
         return err_set(er, GTRT_ESTATE, "env %s: the episode is over", e->vt->name);
     int rc = e->vt->oracle(e->st, out);

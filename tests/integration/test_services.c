@@ -384,7 +384,7 @@ Test(services, find_each_other_survive_garbage_and_stop_cleanly, .timeout = 180,
     stop(learner, "learner-l");
 }
 
-Test(services, up_starts_and_stops_the_whole_system, .timeout = 120)
+Test(services, up_runs_sft_training_and_eval_then_stops, .timeout = 300)
 {
     /* tcp on loopback, on ports unlikely to clash with a developer's run */
     int base = 20000 + (int)(getpid() % 20000);
@@ -395,7 +395,9 @@ Test(services, up_starts_and_stops_the_whole_system, .timeout = 120)
              "--set teacher.bind=tcp://127.0.0.1:%d --set learner.publish_bind=tcp://127.0.0.1:%d "
              "--set learner.publish_connect=tcp://127.0.0.1:%d --set model.preset=tiny "
              "--set env.name=numberline --set run.out_dir=/tmp/gtrt-up-%d "
-             "--set metrics.prometheus_bind= 2>/dev/null",
+             "--set metrics.prometheus_bind= --set ppo.updates=2 --set ppo.num_steps=32 "
+             "--set sft.steps=20 --set sft.samples=256 --set sft.eval_episodes=0 "
+             "--set up.eval_episodes=8 2>/dev/null",
              GTRT_BIN_PATH, base, base, base + 1, base + 2, base + 2, (int)getpid());
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
@@ -405,4 +407,7 @@ Test(services, up_starts_and_stops_the_whole_system, .timeout = 120)
     int rc = pclose(p);
     cr_expect(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "gtrt up failed:\n%s", out);
     cr_expect(strstr(out, "2 actor(s) and 1 teacher(s) alive") != NULL, "table missing:\n%s", out);
+    /* the whole run: warm start, two updates, the final evaluation */
+    cr_expect(strstr(out, "success") != NULL, "no final evaluation:\n%s", out);
+    cr_expect(strstr(out, "run directory:") != NULL, "no summary:\n%s", out);
 }

@@ -1,0 +1,223 @@
+"""Python port of gtrt's env drawing (actor/envs/font.c, render.c) and of
+its random numbers (common/rng.c), so that an env served from Python draws
+and deals bit for bit like the C env it mirrors.
+
+Only what the ports need: the RGB canvas, rectangles, text in the built-in
+5x7 font, the box-filter resampling to a C x H x W image (render_to_chw,
+float32 results like the C code) and the byte quantisation an actor applies
+before the policy sees the image (round(255 * v), half to even, in float32).
+Pure Python; the images are a few thousand pixels.
+"""
+
+import struct
+
+# ==== random numbers: xoshiro256** seeded by splitmix64 (common/rng.c) ====
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return x, z ^ (z >> 31)
+
+
+def _rotl(x, k):
+    return ((x << k) | (x >> (64 - k))) & _M64
+
+
+class Rng:
+    """rng_init / rng_u64 / rng_below of common/rng.c."""
+
+    def __init__(self, seed):
+        x = seed & _M64
+        self.s = []
+        for _ in range(4):
+            x, v = _splitmix64(x)
+            self.s.append(v)
+
+    def u64(self):
+        s = self.s
+        result = (_rotl((s[1] * 5) & _M64, 7) * 9) & _M64
+        t = (s[1] << 17) & _M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = _rotl(s[3], 45)
+        return result
+
+    def below(self, n):
+        """Uniform in [0, n), rejection sampling like the C code."""
+        assert n > 0
+        limit = _M64 - _M64 % n
+        while True:
+            x = self.u64()
+            if x < limit:
+                return x % n
+
+
+# ==== the built-in font (actor/envs/font.c) ====
+
+FONT_W, FONT_H, FONT_ADVANCE = 5, 7, 6
+
+_FONT = {
+    ' ': (0, 0, 0, 0, 0, 0, 0),
+    '0': (0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E),
+    '1': (0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E),
+    '2': (0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F),
+    '3': (0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E),
+    '4': (0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02),
+    '5': (0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E),
+    '6': (0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E),
+    '7': (0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08),
+    '8': (0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E),
+    '9': (0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C),
+    'A': (0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11),
+    'B': (0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E),
+    'C': (0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E),
+    'D': (0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C),
+    'E': (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F),
+    'F': (0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10),
+    'G': (0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F),
+    'H': (0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11),
+    'I': (0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E),
+    'J': (0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C),
+    'K': (0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11),
+    'L': (0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F),
+    'M': (0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11),
+    'N': (0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11),
+    'O': (0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E),
+    'P': (0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10),
+    'Q': (0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D),
+    'R': (0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11),
+    'S': (0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E),
+    'T': (0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04),
+    'U': (0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E),
+    'V': (0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04),
+    'W': (0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A),
+    'X': (0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11),
+    'Y': (0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04),
+    'Z': (0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F),
+    '+': (0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00),
+    '-': (0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00),
+    '*': (0x00, 0x04, 0x15, 0x0E, 0x15, 0x04, 0x00),
+    '/': (0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00),
+    '(': (0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02),
+    ')': (0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08),
+    '=': (0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00),
+    ':': (0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00),
+    '.': (0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C),
+    ',': (0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08),
+    '?': (0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04),
+    '!': (0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x04),
+    '<': (0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02),
+    '>': (0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08),
+    '[': (0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E),
+    ']': (0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E),
+    "'": (0x0C, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00),
+    '"': (0x0A, 0x0A, 0x0A, 0x00, 0x00, 0x00, 0x00),
+    '_': (0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F),
+    '#': (0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A),
+    '%': (0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03),
+}
+
+
+def font_glyph(ch):
+    """Rows of a glyph (lower case drawn as upper case), None when absent."""
+    return _FONT.get(ch.upper() if 'a' <= ch <= 'z' else ch)
+
+
+# ==== canvas (actor/envs/render.c) ====
+
+FELT = (0x35, 0x65, 0x4D)
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+RED = (200, 0, 0)
+
+
+class Canvas:
+    """w x h RGB pixels, row-major, like render_canvas."""
+
+    def __init__(self, w, h, bg=FELT):
+        self.w, self.h = w, h
+        self.rgb = bytearray(bytes(bg) * (w * h))
+
+    def pixel(self, x, y, col):
+        if 0 <= x < self.w and 0 <= y < self.h:
+            at = (y * self.w + x) * 3
+            self.rgb[at:at + 3] = bytes(col)
+
+    def fill(self, x, y, w, h, col):
+        for j in range(y, y + h):
+            for i in range(x, x + w):
+                self.pixel(i, j, col)
+
+    def bits(self, x, y, rows, width, col):
+        for j, row in enumerate(rows):
+            for i in range(width):
+                if row & (1 << (width - 1 - i)):
+                    self.pixel(x + i, y + j, col)
+
+    def text(self, x, y, text, col):
+        for ch in text:
+            g = font_glyph(ch) or font_glyph('?')
+            self.bits(x, y, g, FONT_W, col)
+            x += FONT_ADVANCE
+
+
+# ==== to the policy's image ====
+
+_F32 = struct.Struct('<f')
+
+
+def f32(x):
+    """Round a Python float (a C double) to the nearest C float."""
+    return _F32.unpack(_F32.pack(x))[0]
+
+
+def to_chw(c, out_c, out_h, out_w):
+    """render_to_chw: box-filter resampling to out_c x out_h x out_w float32
+    values in [0, 1] (as Python floats), channel-major; out_c 1 is luma."""
+    plane = out_h * out_w
+    out = [0.0] * (out_c * plane)
+    for oy in range(out_h):
+        y0, y1 = oy * c.h // out_h, (oy + 1) * c.h // out_h
+        y1 = max(y1, y0 + 1)
+        for ox in range(out_w):
+            x0, x1 = ox * c.w // out_w, (ox + 1) * c.w // out_w
+            x1 = max(x1, x0 + 1)
+            acc = [0.0, 0.0, 0.0]
+            for y in range(y0, y1):
+                row = y * c.w
+                for x in range(x0, x1):
+                    p = (row + x) * 3
+                    acc[0] += c.rgb[p]
+                    acc[1] += c.rgb[p + 1]
+                    acc[2] += c.rgb[p + 2]
+            n = float(y1 - y0) * (x1 - x0) * 255.0
+            at = oy * out_w + ox
+            if out_c == 1:
+                out[at] = f32((0.299 * acc[0] + 0.587 * acc[1] + 0.114 * acc[2]) / n)
+            else:
+                for k in range(3):
+                    out[k * plane + at] = f32(acc[k] / n)
+    return out
+
+
+def quantise(values):
+    """Bytes round(255 * v) of [0, 1] float32 values, computed as an actor
+    does (lrintf(v * 255.0f)): float32 product, ties to even."""
+    out = bytearray(len(values))
+    for i, v in enumerate(values):
+        v = 0.0 if v < 0 else 1.0 if v > 1 else v
+        out[i] = round(f32(v * 255.0))
+    return bytes(out)
+
+
+def image_bytes(canvas, out_c, out_h, out_w):
+    """The observation bytes an env server sends for this canvas."""
+    return quantise(to_chw(canvas, out_c, out_h, out_w))
