@@ -1,11 +1,13 @@
 /* Batched multi-env rollout (see rollout.h). */
 #include "actor/rollout.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "common/tokenizer.h"
 
 #define ROLLOUT_MAX_PROMPT 256
@@ -186,12 +188,24 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     tok_decode(res->tokens, res->n, text, sizeof text);
     env_turn t;
     int rc = env_play_answer(re->e, text, &r->env_rng, &t, e);
+    if (rc == GTRT_EPROTO || rc == GTRT_ETIMEOUT || rc == GTRT_ENET) {
+        /* A remote env failed: its episode is lost (never sent, so never
+         * half-learned); count it and start a new one. */
+        traj_step_free(&s);
+        rollout_env_clear(re);
+        re->fresh = true;
+        r->stats.env_errors++;
+        if (r->stats.env_errors <= 10 || r->stats.env_errors % 100 == 0)
+            log_warn("env %d: %s (episode dropped; %" PRIu64 " env errors so far)", i,
+                     e ? e->msg : "error", r->stats.env_errors);
+        return 0;
+    }
     if (rc) {
         traj_step_free(&s);
         return rc;
     }
     snprintf(s.actor, sizeof s.actor, "%s", r->actor);
-    snprintf(s.env, sizeof s.env, "%s", r->cfg.env);
+    snprintf(s.env, sizeof s.env, "%.31s", r->cfg.env); /* a label only */
     s.episode = re->episode;
     s.turn = re->turn++;
     s.policy_version = version;

@@ -16,7 +16,7 @@
 #include "common/traj.h"
 
 typedef struct rollout_config {
-    char env[32];
+    char env[300]; /* a name, or remote:<endpoint> */
     int n_envs;
     float temperature; /* 0.2 in GTR-Turbo */
     int top_k;         /* 5 */
@@ -27,6 +27,7 @@ typedef struct rollout_config {
 
 typedef struct rollout_stats {
     uint64_t turns, episodes, wins, valid, illegal, tokens;
+    uint64_t env_errors; /* remote env failures; their episodes were dropped */
     double return_sum;
 } rollout_stats;
 

@@ -1,6 +1,7 @@
 /* Run metrics sink: JSONL, TensorBoard and the Prometheus snapshot (see
  * metrics.h). One mutex guards everything, since the learner's update thread
  * commits while the loop thread serves scrapes and counts ingest. */
+#include "common/strbuf.h"
 #include "common/metrics.h"
 
 #include <errno.h>
@@ -204,42 +205,6 @@ void metrics_gauge_set(metrics *m, const char *name, const char *label, const ch
 
 /* ==== a growable text buffer ==== */
 
-typedef struct metrics_buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} metrics_buf;
-
-static void metrics_buf_printf(metrics_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void metrics_buf_printf(metrics_buf *b, const char *fmt, ...)
-{
-    for (int pass = 0; pass < 2 && !b->oom; pass++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-}
 
 /* Shortest "%.Ng" that reads back as the same double, so the JSONL file
  * round-trips without printing 0.10000000000000001. */
@@ -262,50 +227,50 @@ static void metrics_fmt_prom(char *out, size_t cap, double v)
         metrics_fmt_double(out, cap, v);
 }
 
-static void metrics_json_string(metrics_buf *b, const char *s)
+static void metrics_json_string(strbuf *b, const char *s)
 {
-    metrics_buf_printf(b, "\"");
+    strbuf_printf(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\')
-            metrics_buf_printf(b, "\\%c", *p);
+            strbuf_printf(b, "\\%c", *p);
         else if (*p < 0x20)
-            metrics_buf_printf(b, "\\u%04x", *p);
+            strbuf_printf(b, "\\u%04x", *p);
         else
-            metrics_buf_printf(b, "%c", *p);
+            strbuf_printf(b, "%c", *p);
     }
-    metrics_buf_printf(b, "\"");
+    strbuf_printf(b, "\"");
 }
 
 /* ==== Prometheus exposition ==== */
 
-static void metrics_render_family(metrics_buf *b, const metrics *m, const metrics_family *f)
+static void metrics_render_family(strbuf *b, const metrics *m, const metrics_family *f)
 {
-    metrics_buf_printf(b, "# TYPE %s %s\n", f->name,
+    strbuf_printf(b, "# TYPE %s %s\n", f->name,
                        f->kind == METRICS_COUNTER ? "counter" : "gauge");
     char num[64];
     for (int si = f->first; si >= 0; si = m->series[si].next) {
         const metrics_series *s = &m->series[si];
         metrics_fmt_prom(num, sizeof num, s->value);
         if (!f->label[0]) {
-            metrics_buf_printf(b, "%s %s\n", f->name, num);
+            strbuf_printf(b, "%s %s\n", f->name, num);
             continue;
         }
-        metrics_buf_printf(b, "%s{%s=\"", f->name, f->label);
+        strbuf_printf(b, "%s{%s=\"", f->name, f->label);
         for (const char *p = s->label_value; *p; p++)
-            metrics_buf_printf(b, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-        metrics_buf_printf(b, "\"} %s\n", num);
+            strbuf_printf(b, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+        strbuf_printf(b, "\"} %s\n", num);
     }
 }
 
 int metrics_prom_text(metrics *m, char **text, size_t *len, err *e)
 {
-    metrics_buf b = {0};
+    strbuf b = {0};
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < m->nfamilies; i++)
         metrics_render_family(&b, m, &m->families[i]);
     char num[64];
     metrics_fmt_prom(num, sizeof num, m->dropped);
-    metrics_buf_printf(&b, "# TYPE gtrt_metrics_dropped_total counter\n"
+    strbuf_printf(&b, "# TYPE gtrt_metrics_dropped_total counter\n"
                            "gtrt_metrics_dropped_total %s\n", num);
     pthread_mutex_unlock(&m->mu);
     if (b.oom) {
@@ -361,21 +326,21 @@ void metrics_scalar(metrics *m, const char *name, double value)
 
 static int metrics_jsonl_write(metrics *m, int64_t step, int64_t env_steps, double wall, err *e)
 {
-    metrics_buf b = {0};
+    strbuf b = {0};
     char num[64];
     metrics_fmt_double(num, sizeof num, wall);
-    metrics_buf_printf(&b, "{\"step\":%lld,\"env_steps\":%lld,\"wall_time\":%s", (long long)step,
+    strbuf_printf(&b, "{\"step\":%lld,\"env_steps\":%lld,\"wall_time\":%s", (long long)step,
                        (long long)env_steps, num);
     for (int i = 0; i < m->nstaged; i++) {
-        metrics_buf_printf(&b, ",");
+        strbuf_printf(&b, ",");
         metrics_json_string(&b, m->staged[i].name);
         if (isfinite(m->staged[i].value))
             metrics_fmt_double(num, sizeof num, m->staged[i].value);
         else
             snprintf(num, sizeof num, "null");
-        metrics_buf_printf(&b, ":%s", num);
+        strbuf_printf(&b, ":%s", num);
     }
-    metrics_buf_printf(&b, "}\n");
+    strbuf_printf(&b, "}\n");
     int rc = 0;
     if (b.oom) {
         rc = err_set(e, GTRT_ENOMEM, "out of memory writing %s", m->jsonl_path);

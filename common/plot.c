@@ -2,6 +2,7 @@
  * plot.h). Reading, scaling and drawing are kept apart: plot_run_load turns a
  * file into per-panel point lists, plot_axis_* pick "nice" tick values, and
  * the plot_draw_* functions only emit SVG text. */
+#include "common/strbuf.h"
 #include "common/plot.h"
 
 #include <cjson/cJSON.h>
@@ -216,54 +217,19 @@ static int plot_run_load(const char *arg, plot_run *r, err *e)
 
 /* ==== text buffer ==== */
 
-typedef struct plot_buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} plot_buf;
-
-static void plot_printf(plot_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void plot_printf(plot_buf *b, const char *fmt, ...)
-{
-    for (int pass = 0; pass < 2 && !b->oom; pass++) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 16384;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-}
 
 /* Text content and attribute values: escape the five XML specials, and
  * replace control bytes, which XML 1.0 forbids outright. */
-static void plot_xml(plot_buf *b, const char *s)
+static void plot_xml(strbuf *b, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '&': plot_printf(b, "&amp;"); break;
-        case '<': plot_printf(b, "&lt;"); break;
-        case '>': plot_printf(b, "&gt;"); break;
-        case '"': plot_printf(b, "&quot;"); break;
-        case '\'': plot_printf(b, "&apos;"); break;
-        default: plot_printf(b, "%c", *p < 0x20 ? '?' : *p);
+        case '&': strbuf_printf(b, "&amp;"); break;
+        case '<': strbuf_printf(b, "&lt;"); break;
+        case '>': strbuf_printf(b, "&gt;"); break;
+        case '"': strbuf_printf(b, "&quot;"); break;
+        case '\'': strbuf_printf(b, "&apos;"); break;
+        default: strbuf_printf(b, "%c", *p < 0x20 ? '?' : *p);
         }
     }
 }
@@ -341,35 +307,35 @@ static double plot_fy(const plot_frame *f, double y)
     return f->y0 + f->h - (y - f->ay.lo) / (f->ay.hi - f->ay.lo) * f->h;
 }
 
-static void plot_draw_axes(plot_buf *b, const plot_frame *f, const plot_panel_def *def)
+static void plot_draw_axes(strbuf *b, const plot_frame *f, const plot_panel_def *def)
 {
     char lab[64];
-    plot_printf(b, "<g class=\"axes\" font-size=\"11\" fill=\"#444\">\n");
+    strbuf_printf(b, "<g class=\"axes\" font-size=\"11\" fill=\"#444\">\n");
     for (int i = 0; f->ay.lo + i * f->ay.step <= f->ay.hi + f->ay.step * 1e-6; i++) {
         double v = f->ay.lo + i * f->ay.step, y = plot_fy(f, v);
         plot_tick_label(lab, sizeof lab, v, f->ay.step, def->percent ? 'p' : 'y');
-        plot_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
+        strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
                     f->x0, y, f->x0 + f->w, y);
-        plot_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", f->x0 - 6,
+        strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", f->x0 - 6,
                     y + 4, lab);
     }
     for (int i = 0; f->ax.lo + i * f->ax.step <= f->ax.hi + f->ax.step * 1e-6; i++) {
         double v = f->ax.lo + i * f->ax.step, x = plot_fx(f, v);
         plot_tick_label(lab, sizeof lab, v, f->ax.step, 'x');
-        plot_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
+        strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
                     x, f->y0, x, f->y0 + f->h);
-        plot_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", x,
+        strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", x,
                     f->y0 + f->h + 16, lab);
     }
-    plot_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+    strbuf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
                    "stroke=\"#888\"/>\n", f->x0, f->y0, f->w, f->h);
-    plot_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">env steps"
+    strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">env steps"
                    "</text>\n", f->x0 + f->w / 2, f->y0 + f->h + 36);
     double ly = f->y0 + f->h / 2, lx = f->x0 - 56;
-    plot_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\" "
+    strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\" "
                    "transform=\"rotate(-90 %.1f %.1f)\">", lx, ly, lx, ly);
     plot_xml(b, def->ylabel);
-    plot_printf(b, "</text>\n</g>\n");
+    strbuf_printf(b, "</text>\n</g>\n");
 }
 
 /* Exponential moving average with TensorBoard's debiasing, so the smoothed
@@ -381,21 +347,21 @@ static double plot_smoothed(double *acc, double *weight, double y, double smooth
     return *acc / *weight;
 }
 
-static void plot_draw_path(plot_buf *b, const plot_frame *f, const plot_curve *c, const char *run,
+static void plot_draw_path(strbuf *b, const plot_frame *f, const plot_curve *c, const char *run,
                            const char *color, const char *extra, double smooth)
 {
-    plot_printf(b, "<path class=\"run\" data-run=\"");
+    strbuf_printf(b, "<path class=\"run\" data-run=\"");
     plot_xml(b, run);
-    plot_printf(b, "\" fill=\"none\" stroke=\"%s\" %s d=\"", color, extra);
+    strbuf_printf(b, "\" fill=\"none\" stroke=\"%s\" %s d=\"", color, extra);
     double acc = 0, weight = 0;
     for (size_t i = 0; i < c->n; i++) {
         double y = smooth > 0 ? plot_smoothed(&acc, &weight, c->p[i].y, smooth) : c->p[i].y;
-        plot_printf(b, "%s%.2f %.2f", i ? " L" : "M", plot_fx(f, c->p[i].x), plot_fy(f, y));
+        strbuf_printf(b, "%s%.2f %.2f", i ? " L" : "M", plot_fx(f, c->p[i].x), plot_fy(f, y));
     }
-    plot_printf(b, "\"/>\n");
+    strbuf_printf(b, "\"/>\n");
 }
 
-static void plot_draw_curve(plot_buf *b, const plot_frame *f, const plot_curve *c, const char *run,
+static void plot_draw_curve(strbuf *b, const plot_frame *f, const plot_curve *c, const char *run,
                             const char *color, double smooth)
 {
     if (!c->n)
@@ -409,7 +375,7 @@ static void plot_draw_curve(plot_buf *b, const plot_frame *f, const plot_curve *
     if (c->n >= PLOT_MARKERS_BELOW)
         return;
     for (size_t i = 0; i < c->n; i++)
-        plot_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n",
+        strbuf_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n",
                     plot_fx(f, c->p[i].x), plot_fy(f, c->p[i].y), color);
 }
 
@@ -425,7 +391,7 @@ static void plot_range(const plot_run *runs, int nruns, int k, int use_x, double
         }
 }
 
-static void plot_draw_panel(plot_buf *b, const plot_run *runs, int nruns, int k, double px,
+static void plot_draw_panel(strbuf *b, const plot_run *runs, int nruns, int k, double px,
                             double py, plot_axis ax, const plot_opts *o)
 {
     const plot_panel_def *def = &plot_panels[k];
@@ -436,26 +402,26 @@ static void plot_draw_panel(plot_buf *b, const plot_run *runs, int nruns, int k,
     plot_range(runs, nruns, k, 0, &lo, &hi);
     if (!def->percent && isfinite(lo))
         f.ay = plot_axis_make(lo, hi, 5);
-    plot_printf(b, "<g class=\"panel\" data-key=\"%s\">\n", def->key);
-    plot_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"14\" font-weight=\"bold\">", f.x0,
+    strbuf_printf(b, "<g class=\"panel\" data-key=\"%s\">\n", def->key);
+    strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"14\" font-weight=\"bold\">", f.x0,
                 py + 20);
     plot_xml(b, def->title);
-    plot_printf(b, "</text>\n");
+    strbuf_printf(b, "</text>\n");
     plot_draw_axes(b, &f, def);
-    plot_printf(b, "<clipPath id=\"clip%d\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+    strbuf_printf(b, "<clipPath id=\"clip%d\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
                    "height=\"%.1f\"/></clipPath>\n<g clip-path=\"url(#clip%d)\">\n",
                 k, f.x0 - 3, f.y0 - 3, f.w + 6, f.h + 6, k);
     for (int r = 0; r < nruns; r++)
         plot_draw_curve(b, &f, &runs[r].curve[k], runs[r].name, plot_colors[r % PLOT_NCOLORS],
                         o->smooth);
     if (!isfinite(lo))
-        plot_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#999\">"
+        strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#999\">"
                        "no data</text>\n", f.x0 + f.w / 2, f.y0 + f.h / 2);
-    plot_printf(b, "</g>\n</g>\n");
+    strbuf_printf(b, "</g>\n</g>\n");
 }
 
 /* Legend entries flow left to right and wrap; returns the rows used. */
-static int plot_draw_legend(plot_buf *b, const plot_run *runs, int nruns, double y, double width,
+static int plot_draw_legend(strbuf *b, const plot_run *runs, int nruns, double y, double width,
                             int draw)
 {
     double x = PLOT_PAD, row = 0;
@@ -467,13 +433,13 @@ static int plot_draw_legend(plot_buf *b, const plot_run *runs, int nruns, double
         }
         double ly = y + row * PLOT_LEGEND_ROW;
         if (draw) {
-            plot_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+            strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                            "stroke-width=\"3\"/>\n", x, ly, x + 26, ly,
                         plot_colors[r % PLOT_NCOLORS]);
-            plot_printf(b, "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\" font-size=\"13\">", x + 32,
+            strbuf_printf(b, "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\" font-size=\"13\">", x + 32,
                         ly + 4);
             plot_xml(b, runs[r].name);
-            plot_printf(b, "</text>\n");
+            strbuf_printf(b, "</text>\n");
         }
         x += w;
     }
@@ -493,7 +459,7 @@ static int plot_panels_shown(const plot_run *runs, int nruns, int shown[PLOT_NPA
     return n;
 }
 
-static void plot_draw(plot_buf *b, const plot_run *runs, int nruns, const plot_opts *o)
+static void plot_draw(strbuf *b, const plot_run *runs, int nruns, const plot_opts *o)
 {
     int shown[PLOT_NPANELS];
     int npanels = plot_panels_shown(runs, nruns, shown);
@@ -502,16 +468,16 @@ static void plot_draw(plot_buf *b, const plot_run *runs, int nruns, const plot_o
     int lrows = plot_draw_legend(b, runs, nruns, 0, width, 0);
     double top = PLOT_TITLE_H + lrows * PLOT_LEGEND_ROW + 8;
     double height = top + rows * PLOT_PANEL_H + PLOT_PAD;
-    plot_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    strbuf_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                    "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Helvetica, Arial, "
                    "sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
                 width, height, width, height);
-    plot_printf(b, "<text x=\"%d\" y=\"28\" font-size=\"18\" font-weight=\"bold\">", PLOT_PAD);
+    strbuf_printf(b, "<text x=\"%d\" y=\"28\" font-size=\"18\" font-weight=\"bold\">", PLOT_PAD);
     plot_xml(b, o->title ? o->title : "Training curves");
-    plot_printf(b, "</text>\n<g class=\"legend\">\n");
+    strbuf_printf(b, "</text>\n<g class=\"legend\">\n");
     plot_draw_legend(b, runs, nruns, PLOT_TITLE_H + 8, width, 1);
-    plot_printf(b, "</g>\n");
+    strbuf_printf(b, "</g>\n");
     /* One x axis for every panel, so the panels line up by env step. */
     double xlo = INFINITY, xhi = -INFINITY;
     for (int k = 0; k < PLOT_NPANELS; k++) {
@@ -533,7 +499,7 @@ static void plot_draw(plot_buf *b, const plot_run *runs, int nruns, const plot_o
         plot_draw_panel(b, runs, nruns, k, px, py, ax, o);
         slot++;
     }
-    plot_printf(b, "</svg>\n");
+    strbuf_printf(b, "</svg>\n");
 }
 
 int plot_svg(const char *const *runs, int nruns, const plot_opts *o, char **svg, err *e)
@@ -550,7 +516,7 @@ int plot_svg(const char *const *runs, int nruns, const plot_opts *o, char **svg,
     for (; loaded < nruns && rc == 0; loaded++)
         rc = plot_run_load(runs[loaded], &rs[loaded], e);
     if (rc == 0) {
-        plot_buf b = {0};
+        strbuf b = {0};
         plot_draw(&b, rs, nruns, o);
         if (b.oom) {
             free(b.p);
