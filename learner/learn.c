@@ -216,7 +216,8 @@ static void learn_metrics(learn *L)
     metrics_scalar(m, METRICS_SUCCESS_RATE, s->success_rate);
     metrics_scalar(m, METRICS_RETURN, s->mean_return);
     metrics_scalar(m, METRICS_THOUGHT_ENTROPY, s->thought_entropy);
-    metrics_scalar(m, METRICS_TEACHER_KL, s->teacher_kl);
+    if (L->tc.kl_coef > 0) /* no teacher, no curve */
+        metrics_scalar(m, METRICS_TEACHER_KL, s->teacher_kl);
     metrics_scalar(m, METRICS_EPISODE_LENGTH, s->mean_length);
     metrics_scalar(m, METRICS_FORMAT_VALID, s->format_valid);
     metrics_scalar(m, METRICS_APPROX_KL, s->approx_kl);
