@@ -147,8 +147,8 @@ static void actor_after_work_cb(uv_work_t *w, int status)
  * turn in flight. */
 static void actor_kick(actor *a)
 {
-    if (a->busy || !a->ro || a->s.stopping)
-        return;
+    if (a->busy || !a->ro || a->s.stopping || !a->m.welcomed)
+        return; /* steps go only to a learner that knows us */
     if (traj_sender_room(&a->send) == 0)
         return; /* wait for acknowledgements */
     a->busy = true;
@@ -164,7 +164,19 @@ static void actor_on_learner_msg(net_sock *sock, const net_route *from, const wi
     actor *a = ud;
     (void)from;
     if (msg->type == GTRT__MSG_TYPE__MSG_TRAJ_ACK) {
-        traj_sender_on_ack(&a->send, (const Gtrt__TrajAck *)msg->body);
+        const Gtrt__TrajAck *ack = (const Gtrt__TrajAck *)msg->body;
+        if (ack->has_status && ack->status == GTRT__ACK_STATUS__ACK_REJECTED) {
+            /* The learner does not know us (it restarted, or we sent before
+             * it welcomed us): keep the batches, register again, and resend
+             * them once welcomed. */
+            if (a->m.welcomed)
+                log_warn("learner refused our steps; registering again");
+            a->m.welcomed = false;
+            a->learner_seen = true;
+            a->learner_was_alive = false;
+            return;
+        }
+        traj_sender_on_ack(&a->send, ack);
         actor_kick(a);
         return;
     }

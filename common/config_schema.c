@@ -73,7 +73,8 @@ const cfg_key config_schema[] = {
     {"actor", "top_k", CFG_INT, "5", 0, 100000, "sample among the k likeliest tokens (0: all)"},
     {"actor", "max_new", CFG_INT, "96", 1, 4096, "longest answer in tokens"},
     {"actor", "max_unacked_steps", CFG_INT, "512", 16, 10000000,
-     "steps an actor may have sent and not had acknowledged before it waits"},
+     "steps an actor may have unacknowledged before it waits; all actors together "
+     "must be able to hold ppo.num_steps, or the learner waits forever"},
 
     /* ---- ppo (learner) ---- */
     {"ppo", "num_steps", CFG_INT, "256", 1, 10000000, "env steps per PPO update (paper: 1024)"},

@@ -180,11 +180,14 @@ static void learn_work_cb(uv_work_t *w)
         L->wrc = learn_write_version(L, L->version + 1, &L->werr);
 }
 
-void learn_maybe_update(learn *L, uv_loop_t *loop, void (*done_cb)(uv_work_t *, int))
+void learn_maybe_update(learn *L, uv_loop_t *loop, net_sock *router,
+                        void (*done_cb)(uv_work_t *, int))
 {
     if (L->busy || L->finished)
         return;
-    ingest_drop_stale(&L->g, NULL, L->version);
+    /* The acks of dropped batches must reach the actors, or they would
+     * keep those steps as unacknowledged and eventually stall. */
+    ingest_drop_stale(&L->g, router, L->version);
     size_t n = ingest_ready(&L->g, L->num_steps);
     if (!n)
         return;

@@ -52,9 +52,11 @@ int learn_init(learn *L, const config *cfg, uv_loop_t *loop, err *e);
 void learn_deinit(learn *L);
 /* Publish the current weights as version L->version. */
 int learn_publish_initial(learn *L, ckpt_server *cs, err *e);
-/* Start an update when enough steps are buffered and none is running.
+/* Drop stale steps (acknowledging their batches on `router`), then start an
+ * update when enough steps are buffered and none is running.
  * `done_cb` runs on the loop when it has finished. */
-void learn_maybe_update(learn *L, uv_loop_t *loop, void (*done_cb)(uv_work_t *, int));
+void learn_maybe_update(learn *L, uv_loop_t *loop, net_sock *router,
+                        void (*done_cb)(uv_work_t *, int));
 /* Finish an update on the loop: publish, acknowledge, log. Returns 0 or the
  * update's error. */
 int learn_after_update(learn *L, ckpt_server *cs, net_sock *router, err *e);

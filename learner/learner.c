@@ -104,7 +104,7 @@ static void learner_update_done(uv_work_t *w, int status)
 static void learner_maybe_update(learner *l)
 {
     if (!l->s.stopping)
-        learn_maybe_update(&l->L, &l->s.loop, learner_update_done);
+        learn_maybe_update(&l->L, &l->s.loop, l->router, learner_update_done);
 }
 
 /* ==== messages ==== */
@@ -142,8 +142,18 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
     case GTRT__MSG_TYPE__MSG_TRAJ_BATCH: {
         peer *p = peers_find(&l->peers, msg->hdr->sender_id);
         if (!p || !p->alive || p->role != GTRT__ROLE__ROLE_ACTOR) {
+            /* Say so: the actor keeps the batch, registers again and
+             * resends it. */
             l->traj_unregistered++;
-            log_warn("dropped trajectories from %s: not a registered actor", msg->hdr->sender_id);
+            log_warn("refused trajectories from %s: not a registered actor", msg->hdr->sender_id);
+            const Gtrt__TrajBatch *tb = (const Gtrt__TrajBatch *)msg->body;
+            uint64_t seq = tb->seq;
+            Gtrt__TrajAck ack = GTRT__TRAJ_ACK__INIT;
+            ack.n_seq = 1;
+            ack.seq = &seq;
+            ack.has_status = 1;
+            ack.status = GTRT__ACK_STATUS__ACK_REJECTED;
+            net_send(sock, from, GTRT__MSG_TYPE__MSG_TRAJ_ACK, &ack.base, 0, NULL, 0);
             return;
         }
         ingest_on_batch(&l->L.g, sock, from, msg->hdr->sender_id, msg, l->L.version);
