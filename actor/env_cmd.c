@@ -328,18 +328,6 @@ static const cli_cmd env_cmd_cmds[] = {
      "turn's token counts."},
 };
 
-/* cli_parse knows long options only; accept the usual -o FILE too. */
-static char **env_cmd_argv(int argc, char **argv, char *out_opt)
-{
-    char **v = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!v)
-        return NULL;
-    for (int i = 0; i < argc; i++)
-        v[i] = strcmp(argv[i], "-o") == 0 ? out_opt : argv[i];
-    v[argc] = NULL;
-    return v;
-}
-
 static int env_cmd_run(int argc, char **argv, const cli_cmd *cmd, const char *sub)
 {
     env_cmd_opts o = {.seed = -1, .scale = 8};
@@ -408,11 +396,5 @@ int actor_env_main(int argc, char **argv)
         env_cmd_usage(stderr);
         return 2;
     }
-    char out_opt[] = "--out";
-    char **v = env_cmd_argv(argc - 1, argv + 1, out_opt);
-    if (!v)
-        return 1;
-    int rc = env_cmd_run(argc - 1, v, cmd, sub);
-    free(v);
-    return rc;
+    return env_cmd_run(argc - 1, argv + 1, cmd, sub);
 }

@@ -112,6 +112,11 @@ int cli_parse(int argc, char **argv, const cli_cmd *cmd, const cli_opt *opts,
     int help = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        /* The two short spellings people type without thinking. */
+        if (!strcmp(a, "-h"))
+            a = "--help";
+        else if (!strcmp(a, "-o"))
+            a = "--out";
         if (strncmp(a, "--", 2) || !a[2]) {
             if (!pos || *npos >= max_pos)
                 return cli_fail(cmd, "unexpected argument '%s'", a);

@@ -2,7 +2,8 @@
  *
  * Each subcommand declares a table of its own options; cli_parse adds the
  * options every subcommand has (--config FILE.ini, repeatable --set
- * section.key=value, --log-level, --help) and prints a consistent --help. */
+ * section.key=value, --log-level, --help) and prints a consistent --help.
+ * Options are long; -h means --help and -o means --out. */
 #ifndef GTRT_CLI_H
 #define GTRT_CLI_H
 

@@ -568,18 +568,6 @@ int plot_write_file(const char *path, const char *text, size_t len, err *e)
 
 /* ==== the subcommand ==== */
 
-/* cli_parse knows long options only; "-o FILE" is spelled "--out FILE"
- * there, and "-h" is "--help". */
-static char **plot_argv(int argc, char **argv)
-{
-    char **v = calloc((size_t)argc + 1, sizeof *v);
-    if (!v)
-        return NULL;
-    for (int i = 0; i < argc; i++)
-        v[i] = !strcmp(argv[i], "-o") ? "--out" : !strcmp(argv[i], "-h") ? "--help" : argv[i];
-    return v;
-}
-
 enum { PLOT_MAX_RUNS = 64 };
 
 int plot_main(int argc, char **argv)
@@ -599,15 +587,10 @@ int plot_main(int argc, char **argv)
         {"smooth", CLI_DOUBLE, &smooth, "X", "also draw an EMA-smoothed curve, 0 <= X < 1 (e.g. 0.6)"},
         {0},
     };
-    char **av = plot_argv(argc, argv);
-    if (!av) {
-        fprintf(stderr, "gtrt plot: out of memory\n");
-        return 1;
-    }
     cli_common common;
     char *pos[PLOT_MAX_RUNS];
     int npos = 0;
-    int rc = cli_parse(argc, av, &cmd, opts, &common, pos, &npos, PLOT_MAX_RUNS);
+    int rc = cli_parse(argc, argv, &cmd, opts, &common, pos, &npos, PLOT_MAX_RUNS);
     config *cfg = rc == 0 ? cli_config(&common) : NULL;
     int status = rc > 0 ? 0 : rc < 0 || !cfg ? 2 : -1;
     config_free(cfg);
@@ -629,6 +612,5 @@ int plot_main(int argc, char **argv)
         free(svg);
         status = rc ? 1 : 0;
     }
-    free(av);
     return status;
 }

@@ -549,18 +549,6 @@ static int sft_cmd_run(const config *cfg, const char *out)
     return rc ? 1 : 0;
 }
 
-/* cli_parse knows long options only; accept the usual -o FILE too. */
-static char **sft_argv(int argc, char **argv, char *out_opt)
-{
-    char **v = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!v)
-        return NULL;
-    for (int i = 0; i < argc; i++)
-        v[i] = strcmp(argv[i], "-o") == 0 ? out_opt : argv[i];
-    v[argc] = NULL;
-    return v;
-}
-
 int sft_main(int argc, char **argv)
 {
     static const cli_cmd cmd = {
@@ -588,12 +576,8 @@ int sft_main(int argc, char **argv)
          "episodes of the closing eval, 0: none (sft.eval_episodes)"},
         {0},
     };
-    char out_opt[] = "--out";
-    char **v = sft_argv(argc, argv, out_opt);
-    if (!v)
-        return 1;
     cli_common common;
-    int rc = cli_parse(argc, v, &cmd, opts, &common, NULL, NULL, 0);
+    int rc = cli_parse(argc, argv, &cmd, opts, &common, NULL, NULL, 0);
     char sets[12][96];
     if (!rc && !o.out) {
         fprintf(stderr, "gtrt sft: say where to write the checkpoint (-o FILE)\n"
@@ -605,13 +589,10 @@ int sft_main(int argc, char **argv)
         rc = GTRT_EINVAL;
     }
     config *cfg = rc ? NULL : cli_config(&common);
-    if (rc || !cfg) {
-        free(v);
+    if (rc || !cfg)
         return rc > 0 ? 0 : 2;
-    }
     log_init("sft", "sft");
     rc = sft_cmd_run(cfg, o.out);
     config_free(cfg);
-    free(v);
     return rc;
 }

@@ -20,19 +20,6 @@ typedef struct merge_cmd_args {
     long interval;
 } merge_cmd_args;
 
-/* cli_parse knows long options only; accept the usual -o FILE too. */
-static char **merge_cmd_argv(int argc, char **argv)
-{
-    static char out_opt[] = "--out";
-    char **v = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!v)
-        return NULL;
-    for (int i = 0; i < argc; i++)
-        v[i] = strcmp(argv[i], "-o") == 0 ? out_opt : argv[i];
-    v[argc] = NULL;
-    return v;
-}
-
 /* Options from the configuration, then from the command line. */
 static int merge_cmd_opts(const config *cfg, const merge_cmd_args *a, merge_opts *o,
                           long *interval, err *e)
@@ -148,17 +135,14 @@ int merge_main(int argc, char **argv)
         {"out", CLI_STR, &a.out, "FILE", "merged teacher to write (also -o FILE)"},
         {0},
     };
-    char **v = merge_cmd_argv(argc, argv);
     char **pos = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!v || !pos) {
-        free(v);
-        free(pos);
+    if (!pos) {
         fprintf(stderr, "gtrt merge: out of memory\n");
         return 1;
     }
     cli_common common;
     int npos = 0;
-    int rc = cli_parse(argc, v, &cmd, opts, &common, pos, &npos, argc);
+    int rc = cli_parse(argc, argv, &cmd, opts, &common, pos, &npos, argc);
     int status = rc > 0 ? 0 : rc < 0 ? 2 : -1;
     if (status < 0 && (npos < 2 || !a.out)) {
         fprintf(stderr, "gtrt merge: give BASE, at least one CKPT and -o OUT.safetensors\n"
@@ -184,7 +168,6 @@ int merge_main(int argc, char **argv)
         }
     }
     config_free(cfg);
-    free(v);
     free(pos);
     return status;
 }
