@@ -212,6 +212,7 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     s.value = res->value;
     s.reward = (float)(t.step.reward + (r->cfg.format_reward ? t.format_reward : 0));
     s.format_valid = t.parsed.valid;
+    s.illegal = !t.step.legal;
     s.done = t.step.done;
     s.truncated = t.step.truncated;
     s.success = t.step.done && env_won(re->e);

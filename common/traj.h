@@ -37,6 +37,7 @@ typedef struct traj_step {
     float value, reward, teacher_kl;
     uint64_t teacher_version;
     bool done, truncated, format_valid, success;
+    bool illegal; /* the move itself was penalised (kept locally, not sent) */
     void *mem; /* the one allocation behind every array above */
 } traj_step;
 

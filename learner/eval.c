@@ -45,7 +45,7 @@ void eval_wilson(int wins, int n, double *low, double *high)
 typedef struct eval_acc {
     uint64_t limit; /* episodes with ids 1..limit count */
     double fmt_valid, fmt_invalid;
-    int done, wins, turns, valid;
+    int done, wins, turns, valid, illegal;
     double ret, env_ret, tokens;
 } eval_acc;
 
@@ -58,6 +58,7 @@ static void eval_on_episode(void *ud, traj_step *steps, size_t n)
         a->wins += steps[n - 1].success;
         for (size_t i = 0; i < n; i++) {
             a->valid += steps[i].format_valid;
+            a->illegal += steps[i].illegal;
             a->env_ret += steps[i].reward;
             a->ret += steps[i].reward + (steps[i].format_valid ? a->fmt_valid : a->fmt_invalid);
             a->tokens += steps[i].n_answer;
@@ -81,6 +82,7 @@ static void eval_summarise(const eval_acc *a, eval_result *out)
     out->mean_env_return = a->env_ret / n;
     out->mean_length = (double)a->turns / n;
     out->format_valid = (double)a->valid / t;
+    out->illegal_rate = (double)a->illegal / t;
     out->tokens_per_turn = a->tokens / t;
 }
 
@@ -224,6 +226,7 @@ void eval_print(FILE *f, const eval_config *c, const eval_result *r)
     fprintf(f, "length      %.2f turns\n", r->mean_length);
     fprintf(f, "format      %.1f %% valid answers (%d turns, %.1f tokens per answer)\n",
             100 * r->format_valid, r->turns, r->tokens_per_turn);
+    fprintf(f, "illegal     %.1f %% of moves\n", 100 * r->illegal_rate);
     fprintf(f, "time        %.1f s\n", r->seconds);
 }
 
@@ -240,6 +243,7 @@ cJSON *eval_json(const eval_config *c, const eval_result *r)
     cJSON_AddNumberToObject(o, "mean_env_return", r->mean_env_return);
     cJSON_AddNumberToObject(o, "mean_length", r->mean_length);
     cJSON_AddNumberToObject(o, "format_valid", r->format_valid);
+    cJSON_AddNumberToObject(o, "illegal_rate", r->illegal_rate);
     cJSON_AddNumberToObject(o, "turns", r->turns);
     cJSON_AddNumberToObject(o, "tokens_per_turn", r->tokens_per_turn);
     cJSON_AddNumberToObject(o, "seed", (double)c->seed);

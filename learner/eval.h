@@ -40,6 +40,7 @@ typedef struct eval_result {
     double mean_env_return;  /* env reward only */
     double mean_length;      /* turns per episode */
     double format_valid;     /* share of turns whose answer parsed */
+    double illegal_rate;     /* share of turns whose move was penalised as illegal */
     double tokens_per_turn;  /* generated tokens */
     double seconds;
 } eval_result;
