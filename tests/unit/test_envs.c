@@ -8,21 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/unit/test_util.h"
 #include "actor/envs/env.h"
 #include "actor/envs/formula.h"
 
-/* Criterion's --full-stats records every assertion, passed ones too, which
- * makes loops over thousands of cases slow: report only failures. */
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond))                                                                          \
-            cr_expect(0, __VA_ARGS__);                                                        \
-    } while (0)
-#define REQUIRE(cond, ...)                                                                    \
-    do {                                                                                      \
-        if (!(cond))                                                                          \
-            cr_assert(0, __VA_ARGS__);                                                        \
-    } while (0)
 
 static env *make(const char *name, bool solvable_only)
 {

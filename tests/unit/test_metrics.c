@@ -11,34 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/unit/test_util.h"
 #include "common/metrics.h"
 #include "common/tfevent.h"
 #include "tensorboard.pb-c.h"
 
-static char *tmpdir(void)
-{
-    static const char tmpl[] = "/tmp/gtrt_metrics_XXXXXX";
-    char *d = malloc(sizeof tmpl);
-    memcpy(d, tmpl, sizeof tmpl);
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void rmtree(char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4096];
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-    free(dir);
-}
 
 /* Every line of the file, parsed; asserts each one is a JSON object. */
 static int read_lines(const char *path, cJSON **out, int max)

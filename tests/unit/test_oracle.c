@@ -12,20 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/unit/test_util.h"
 #include "actor/envs/env.h"
 
-/* Criterion's --full-stats records every assertion, passed ones too, which
- * makes loops over thousands of cases slow: report only failures. */
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond))                                                                          \
-            cr_expect(0, __VA_ARGS__);                                                        \
-    } while (0)
-#define REQUIRE(cond, ...)                                                                    \
-    do {                                                                                      \
-        if (!(cond))                                                                          \
-            cr_assert(0, __VA_ARGS__);                                                        \
-    } while (0)
 
 /* ==== independent fractions and brute force ==== */
 

@@ -3,20 +3,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "tests/unit/test_util.h"
 #include "actor/envs/rational.h"
 
-/* Criterion's --full-stats records every assertion, passed ones too, which
- * makes loops over thousands of cases slow: report only failures. */
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond))                                                                          \
-            cr_expect(0, __VA_ARGS__);                                                        \
-    } while (0)
-#define REQUIRE(cond, ...)                                                                    \
-    do {                                                                                      \
-        if (!(cond))                                                                          \
-            cr_assert(0, __VA_ARGS__);                                                        \
-    } while (0)
 
 static rat R(int64_t n, int64_t d)
 {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/unit/test_util.h"
 #include "common/rng.h"
 #include "common/tfevent.h"
 #include "tensorboard.pb-c.h"
@@ -76,30 +77,6 @@ Test(tfevent, record_head_encodes_length_and_its_crc)
 
 /* ==== event files ==== */
 
-static char *tmpdir(void)
-{
-    static const char tmpl[] = "/tmp/gtrt_tfevent_XXXXXX";
-    char *d = malloc(sizeof tmpl);
-    memcpy(d, tmpl, sizeof tmpl);
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void rmtree(char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4096];
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-    free(dir);
-}
 
 static Tensorboard__Event *read_event(FILE *f)
 {
