@@ -110,8 +110,9 @@ const cfg_key config_schema[] = {
     {"sft", "seed", CFG_INT, "1", 0, 9.2e18, "`gtrt sft`: seed of the data, the init and the batches"},
     {"sft", "imperfect", CFG_DOUBLE, "0.1", 0, 1,
      "`gtrt sft`: share of answers made wrong on purpose (misread card or another deal's plan)"},
-    {"sft", "random_action", CFG_DOUBLE, "0", 0, 1,
-     "`gtrt sft`: share of answers whose action is a random legal one (reading kept)"},
+    {"sft", "wrong_action", CFG_DOUBLE, "0", 0, 1,
+     "`gtrt sft`: share of answers whose action is a legal one the oracle would not take "
+     "(reading kept); with two actions, 0.5 acts at random"},
     {"sft", "eval_episodes", CFG_INT, "200", 0, 100000000,
      "`gtrt sft`: episodes of the closing eval (0: none); sampling as in [eval]"},
 

@@ -73,6 +73,19 @@ static void sft_spoil(env *ev, env *other, int turn, env_answer *a, rng *r)
     }
 }
 
+/* Replace the oracle's action by another legal one, uniformly; kept when
+ * it is the only legal action. */
+static void sft_wrong_action(env *ev, env_answer *a, rng *r)
+{
+    int legal[ENV_MAX_ACTIONS], other[ENV_MAX_ACTIONS], n = 0;
+    int nl = env_legal_actions(ev, legal);
+    for (int i = 0; i < nl; i++)
+        if (legal[i] != a->action)
+            other[n++] = legal[i];
+    if (n > 0)
+        a->action = other[rng_below(r, (uint64_t)n)];
+}
+
 static int sft_sample(env *ev, const env_answer *a, size_t img_n, float *fimg, traj_step *s,
                       err *e)
 {
@@ -145,12 +158,8 @@ int sft_make_data_with(const char *name, const env_params *ep, int n, uint64_t s
             break;
         if (rng_double(&r) < dc->imperfect)
             sft_spoil(ev, other, env_steps(ev), &a, &r);
-        if (rng_double(&r) < dc->random_action) {
-            int legal[ENV_MAX_ACTIONS];
-            int nl = env_legal_actions(ev, legal);
-            if (nl > 0)
-                a.action = legal[rng_below(&r, (uint64_t)nl)];
-        }
+        if (rng_double(&r) < dc->wrong_action)
+            sft_wrong_action(ev, &a, &r);
         rc = sft_sample(ev, &a, img_n, fimg, &data[i], e);
         data[i].turn = (uint32_t)env_steps(ev);
     }
@@ -335,7 +344,7 @@ static int sft_run_init(sft_run *s, err *e)
     if (rc)
         return rc;
     sft_data_config dc = {.imperfect = config_double(cfg, "sft.imperfect"),
-                          .random_action = config_double(cfg, "sft.random_action")};
+                          .wrong_action = config_double(cfg, "sft.wrong_action")};
     rng data_rng;
     rng_split(&root, 2, &data_rng);
     uint64_t t0 = clock_mono_ns();

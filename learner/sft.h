@@ -33,9 +33,10 @@ int sft_make_data(const char *name, const env_params *ep, int n, uint64_t seed, 
 
 typedef struct sft_data_config {
     double imperfect;     /* share of answers made wrong on purpose, 0..1 */
-    double random_action; /* share whose action is a uniformly random legal
-                             one, the reading and thought kept: a policy that
-                             sees right but acts at random, for RL to fix */
+    double wrong_action;  /* share whose action is a uniformly random legal
+                             one other than the oracle's, the reading and
+                             thought kept: a policy that sees right but acts
+                             badly, for RL to fix */
 } sft_data_config;
 
 /* sft_make_data with options (sft_make_data uses imperfect = 0). */
