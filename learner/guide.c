@@ -1,0 +1,64 @@
+/* GTR / GTR-Turbo guidance terms (see guide.h). */
+#include "learner/guide.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/traj.h"
+
+static const char *const guide_kl_names[] = {"clamp", "plain", "abs", "k3", "forward"};
+
+int guide_kl_est_parse(const char *name)
+{
+    for (int i = 0; i < (int)(sizeof guide_kl_names / sizeof *guide_kl_names); i++)
+        if (strcmp(name, guide_kl_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *guide_kl_est_name(guide_kl_est est) { return guide_kl_names[est]; }
+
+double guide_kl_token(double d, const guide_kl_config *c)
+{
+    switch (c->est) {
+    case GUIDE_KL_CLAMP:
+        return d < 0 ? 0 : d > c->clamp_max ? c->clamp_max : d;
+    case GUIDE_KL_PLAIN:
+        return d;
+    case GUIDE_KL_ABS:
+        return fabs(d);
+    case GUIDE_KL_K3:
+        return exp(-d) - 1 + d;
+    case GUIDE_KL_FORWARD:
+        return -d * exp(-d);
+    }
+    return 0;
+}
+
+double guide_kl_step(const float *logp_policy, const float *logp_teacher, const uint8_t *kind,
+                     int n, const guide_kl_config *c)
+{
+    double sum = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!c->with_action && kind[i] == TRAJ_KIND_ACTION)
+            continue;
+        sum += guide_kl_token((double)logp_policy[i] - logp_teacher[i], c);
+        k++;
+    }
+    return k ? sum / k : 0;
+}
+
+double guide_sft_loss(const float *logp, const uint8_t *kind, int n, float coef, float *dlogp)
+{
+    int k = 0;
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        if (kind[i] != TRAJ_KIND_ACTION) {
+            sum -= logp[i];
+            k++;
+        }
+    for (int i = 0; dlogp && i < n; i++)
+        dlogp[i] = kind[i] != TRAJ_KIND_ACTION && k ? -coef / (float)k : 0.0f;
+    return k ? sum / k : 0;
+}
