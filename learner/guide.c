@@ -49,16 +49,19 @@ double guide_kl_step(const float *logp_policy, const float *logp_teacher, const 
     return k ? sum / k : 0;
 }
 
-double guide_sft_loss(const float *logp, const uint8_t *kind, int n, float coef, float *dlogp)
+double guide_sft_loss(const float *logp, const uint8_t *kind, int n, bool with_action, float coef,
+                      float *dlogp, int *counted)
 {
     int k = 0;
     double sum = 0;
     for (int i = 0; i < n; i++)
-        if (kind[i] != TRAJ_KIND_ACTION) {
+        if (with_action || kind[i] != TRAJ_KIND_ACTION) {
             sum -= logp[i];
             k++;
         }
     for (int i = 0; dlogp && i < n; i++)
-        dlogp[i] = kind[i] != TRAJ_KIND_ACTION && k ? -coef / (float)k : 0.0f;
+        dlogp[i] = (with_action || kind[i] != TRAJ_KIND_ACTION) ? -coef / (float)k : 0.0f;
+    if (counted)
+        *counted = k;
     return k ? sum / k : 0;
 }

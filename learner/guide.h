@@ -49,9 +49,12 @@ double guide_kl_token(double d, const guide_kl_config *c);
 double guide_kl_step(const float *logp_policy, const float *logp_teacher, const uint8_t *kind,
                      int n, const guide_kl_config *c);
 
-/* SFT loss on one answer: -mean(logp) over its non-action tokens; writes
- * dL/dlogp scaled by `coef` into dlogp[0..n) (0 for action tokens) and
- * returns the unscaled loss (0 when there is no such token). */
-double guide_sft_loss(const float *logp, const uint8_t *kind, int n, float coef, float *dlogp);
+/* SFT loss over n answer tokens (one answer or a whole batch):
+ * -mean(logp) over the imitated tokens, which are the non-action ones
+ * unless with_action; writes d(coef * loss)/dlogp into dlogp[0..n) (0 for
+ * tokens not imitated; dlogp may be NULL), sets *counted (may be NULL) and
+ * returns the unscaled loss (0 when no token is imitated). */
+double guide_sft_loss(const float *logp, const uint8_t *kind, int n, bool with_action, float coef,
+                      float *dlogp, int *counted);
 
 #endif

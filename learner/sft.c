@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/tokenizer.h"
 #include "learner/eval.h"
+#include "learner/guide.h"
 
 #define SFT_MAX_TOKENS 512
 /* More turns than any oracle episode takes (Points24: at most 21). */
@@ -174,8 +175,10 @@ int sft_make_data_with(const char *name, const env_params *ep, int n, uint64_t s
     return 0;
 }
 
-int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, bool thought_only,
-             sft_stats *st, err *e)
+/* Forward and backward of the SFT loss on samples idx[0..k), adding
+ * coef * d(loss) to m->grads; fills st (loss, accuracy, tokens). */
+int sft_accumulate(model *m, const traj_step *data, const int *idx, int k, bool thought_only,
+                   float coef, sft_stats *st, err *e)
 {
     if (k < 1)
         return err_set(e, GTRT_EINVAL, "sft: empty batch");
@@ -187,8 +190,8 @@ int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, b
     int32_t *tok = malloc((size_t)total * sizeof *tok);
     float *images = malloc((size_t)k * img * sizeof *images);
     float *dlogp = malloc((size_t)total * sizeof *dlogp);
-    uint8_t *use = malloc((size_t)total);
-    int rc = (!seqs || !tok || !images || !dlogp || !use) ? err_set(e, GTRT_ENOMEM, "out of memory") : 0;
+    uint8_t *kind = malloc((size_t)total);
+    int rc = (!seqs || !tok || !images || !dlogp || !kind) ? err_set(e, GTRT_ENOMEM, "out of memory") : 0;
     int at = 0, r = 0;
     for (int j = 0; !rc && j < k; j++) {
         const traj_step *x = &data[idx[j]];
@@ -198,8 +201,8 @@ int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, b
             images[(size_t)j * img + p] = x->image[p] * (1.0f / 255.0f);
         seqs[j] = (model_seq){images + (size_t)j * img, tok + at, (int)(x->n_prompt + x->n_answer),
                               (int)x->n_prompt};
-        for (uint32_t t = 0; t < x->n_answer; t++)
-            use[r++] = !thought_only || x->kind[t] != TRAJ_KIND_ACTION;
+        memcpy(kind + r, x->kind, x->n_answer);
+        r += (int)x->n_answer;
         at += (int)(x->n_prompt + x->n_answer);
     }
     model_out out;
@@ -209,15 +212,11 @@ int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, b
     if (!rc && out.n_scored != r)
         rc = err_set(e, GTRT_ESTATE, "model scored %d tokens, expected %d", out.n_scored, r);
     if (!rc) {
-        int counted = 0, right = 0;
-        double nll = 0;
-        for (int t = 0; t < r; t++)
-            counted += use[t];
+        int counted, right = 0;
+        st->loss = guide_sft_loss(out.logprob, kind, r, !thought_only, coef, dlogp, &counted);
         for (int t = 0; t < r; t++) {
-            dlogp[t] = use[t] ? -1.0f / (counted ? counted : 1) : 0.0f;
-            if (!use[t])
+            if (thought_only && kind[t] == TRAJ_KIND_ACTION)
                 continue;
-            nll -= out.logprob[t];
             const float *lg = out.logits + (size_t)t * out.vocab;
             int best = 0;
             for (int v = 1; v < out.vocab; v++)
@@ -225,20 +224,26 @@ int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, b
                     best = v;
             right += best == out.target[t];
         }
-        st->loss = counted ? nll / counted : 0;
         st->accuracy = counted ? (double)right / counted : 0;
         st->tokens += counted;
-        rc = model_zero_grad(m, e);
-        if (!rc)
-            rc = model_backward(m, dlogp, NULL, NULL, NULL, e);
-        if (!rc)
-            optim_step(o, m->params, m->grads);
+        rc = model_backward(m, dlogp, NULL, NULL, NULL, e);
     }
     free(seqs);
     free(tok);
     free(images);
     free(dlogp);
-    free(use);
+    free(kind);
+    return rc;
+}
+
+int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, bool thought_only,
+             sft_stats *st, err *e)
+{
+    int rc = model_zero_grad(m, e);
+    if (!rc)
+        rc = sft_accumulate(m, data, idx, k, thought_only, 1.0f, st, e);
+    if (!rc)
+        optim_step(o, m->params, m->grads);
     return rc;
 }
 

@@ -56,8 +56,16 @@ typedef struct sft_stats {
     double tokens;
 } sft_stats;
 
-/* One optimiser step on samples idx[0..k). thought_only: count only tokens
- * that are not action tokens (GTR-Turbo's SFT guidance). */
+/* Forward and backward of the SFT loss on samples idx[0..k) (logits at
+ * temperature 1), adding coef * its gradient to m->grads without zeroing
+ * them first: the SFT guidance shares the PPO minibatch's optimiser step.
+ * thought_only: imitate only tokens that are not action tokens (GTR's and
+ * GTR-Turbo's SFT guidance). Fills st. */
+int sft_accumulate(model *m, const traj_step *data, const int *idx, int k, bool thought_only,
+                   float coef, sft_stats *st, err *e);
+
+/* One optimiser step on samples idx[0..k) (zero_grad, sft_accumulate with
+ * coefficient 1, AdamW). */
 int sft_step(model *m, optim *o, const traj_step *data, const int *idx, int k, bool thought_only,
              sft_stats *st, err *e);
 

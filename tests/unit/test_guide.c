@@ -94,20 +94,27 @@ Test(guide, sft_loss_masks_the_action_and_has_the_right_gradient)
     const uint8_t kind[4] = {TRAJ_KIND_FORMAT, TRAJ_KIND_THOUGHT, TRAJ_KIND_ACTION,
                              TRAJ_KIND_THOUGHT};
     float lp[4] = {-0.5f, -2.0f, -7.0f, -1.5f}, g[4];
-    double loss = guide_sft_loss(lp, kind, 4, 2.0f, g);
+    int counted;
+    double loss = guide_sft_loss(lp, kind, 4, false, 2.0f, g, &counted);
     cr_expect_float_eq(loss, (0.5 + 2.0 + 1.5) / 3, 1e-6, "action tokens are not imitated");
+    cr_expect_eq(counted, 3);
     cr_expect_float_eq(g[2], 0.0f, 0, "no gradient into the action");
     /* central differences of coef * loss */
     for (int i = 0; i < 4; i++) {
         float h = 1e-2f, keep = lp[i];
         lp[i] = keep + h;
-        double up = guide_sft_loss(lp, kind, 4, 0, NULL);
+        double up = guide_sft_loss(lp, kind, 4, false, 0, NULL, NULL);
         lp[i] = keep - h;
-        double dn = guide_sft_loss(lp, kind, 4, 0, NULL);
+        double dn = guide_sft_loss(lp, kind, 4, false, 0, NULL, NULL);
         lp[i] = keep;
         cr_expect_float_eq(g[i], 2.0 * (up - dn) / (2 * h), 1e-4, "token %d", i);
     }
     const uint8_t all_action[2] = {TRAJ_KIND_ACTION, TRAJ_KIND_ACTION};
-    cr_expect_float_eq(guide_sft_loss(lp, all_action, 2, 1, g), 0.0, 1e-12);
+    cr_expect_float_eq(guide_sft_loss(lp, all_action, 2, false, 1, g, &counted), 0.0, 1e-12);
+    cr_expect_eq(counted, 0);
     cr_expect_float_eq(g[0], 0.0f, 0);
+    /* with the action: every token, the plain warm-start SFT loss */
+    loss = guide_sft_loss(lp, kind, 4, true, 1.0f, g, &counted);
+    cr_expect_float_eq(loss, (0.5 + 2.0 + 7.0 + 1.5) / 4, 1e-6);
+    cr_expect_float_eq(g[2], -0.25f, 1e-7);
 }
