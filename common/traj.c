@@ -50,8 +50,13 @@ static const char *traj_check(const Gtrt__Step *pb, const wire_slice *image,
     for (size_t i = 0; i < pb->n_logprob; i++)
         if (!traj_finite(pb->logprob[i]) || pb->logprob[i] > 0)
             return "logprob not finite or positive";
-    if (!traj_finite(pb->value) || !traj_finite(pb->reward) || !traj_finite(pb->teacher_kl))
-        return "value, reward or teacher KL not finite";
+    if (pb->n_teacher_logprob && pb->n_teacher_logprob != pb->n_answer)
+        return "teacher logprobs do not match the answer";
+    for (size_t i = 0; i < pb->n_teacher_logprob; i++)
+        if (!traj_finite(pb->teacher_logprob[i]) || pb->teacher_logprob[i] > 0)
+            return "teacher logprob not finite or positive";
+    if (!traj_finite(pb->value) || !traj_finite(pb->reward))
+        return "value or reward not finite";
     if (pb->image_c != lim->img_c || pb->image_h != lim->img_h || pb->image_w != lim->img_w)
         return "image of the wrong shape";
     if (!image || image->len != (size_t)lim->img_c * lim->img_h * lim->img_w)
@@ -78,6 +83,9 @@ int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_
     for (size_t i = 0; i < na; i++)
         out->answer[i] = (int32_t)pb->answer[i];
     memcpy(out->logprob, pb->logprob, 4 * na);
+    out->has_teacher_logprob = pb->n_teacher_logprob == na;
+    if (out->has_teacher_logprob)
+        memcpy(out->teacher_logprob, pb->teacher_logprob, 4 * na);
     for (size_t i = 0; i < nt; i++)
         out->teacher_answer[i] = (int32_t)pb->teacher_answer[i];
     memcpy(out->kind, pb->kind.data, na);
@@ -91,7 +99,6 @@ int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_
     out->policy_version = pb->policy_version;
     out->value = pb->value;
     out->reward = pb->reward;
-    out->teacher_kl = pb->teacher_kl;
     out->teacher_version = pb->teacher_version;
     out->done = pb->done;
     out->truncated = pb->truncated;
@@ -109,7 +116,7 @@ void traj_step_free(traj_step *s)
 int traj_step_alloc(traj_step *s, uint32_t np, uint32_t na, uint32_t nt, size_t ni)
 {
     memset(s, 0, sizeof *s);
-    size_t bytes = 4 * ((size_t)np + na + na + nt) + na + nt + ni;
+    size_t bytes = 4 * ((size_t)np + na + na + na + nt) + na + nt + ni;
     uint8_t *m = calloc(1, bytes ? bytes : 1);
     if (!m)
         return GTRT_ENOMEM;
@@ -117,7 +124,8 @@ int traj_step_alloc(traj_step *s, uint32_t np, uint32_t na, uint32_t nt, size_t 
     s->prompt = (int32_t *)m;
     s->answer = s->prompt + np;
     s->logprob = (float *)(s->answer + na);
-    s->teacher_answer = (int32_t *)(s->logprob + na);
+    s->teacher_logprob = s->logprob + na;
+    s->teacher_answer = (int32_t *)(s->teacher_logprob + na);
     s->kind = (uint8_t *)(s->teacher_answer + nt);
     s->teacher_kind = s->kind + na;
     s->image = s->teacher_kind + nt;
@@ -171,7 +179,10 @@ void traj_step_to_pb(const traj_step *s, uint32_t *u32, int img_c, int img_h, in
         pb->teacher_kind.len = s->n_teacher;
         pb->teacher_kind.data = s->teacher_kind;
     }
-    pb->has_teacher_kl = pb->has_teacher_version = 1;
-    pb->teacher_kl = s->teacher_kl;
+    if (s->has_teacher_logprob) {
+        pb->n_teacher_logprob = s->n_answer;
+        pb->teacher_logprob = s->teacher_logprob;
+    }
+    pb->has_teacher_version = 1;
     pb->teacher_version = s->teacher_version;
 }

@@ -30,13 +30,15 @@ typedef struct traj_step {
     int32_t *prompt;        /* n_prompt */
     int32_t *answer;        /* n_answer */
     float *logprob;         /* n_answer */
+    float *teacher_logprob; /* n_answer; meaningful when has_teacher_logprob */
     uint8_t *kind;          /* n_answer */
     int32_t *teacher_answer; /* n_teacher */
     uint8_t *teacher_kind;  /* n_teacher */
     uint8_t *image;         /* img_c * img_h * img_w */
-    float value, reward, teacher_kl;
+    float value, reward;
+    float teacher_kl; /* the learner's KL guidance estimate (not on the wire) */
     uint64_t teacher_version;
-    bool done, truncated, format_valid, success;
+    bool done, truncated, format_valid, success, has_teacher_logprob;
     bool illegal; /* the move itself was penalised (kept locally, not sent) */
     void *mem; /* the one allocation behind every array above */
 } traj_step;

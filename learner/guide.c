@@ -49,6 +49,15 @@ double guide_kl_step(const float *logp_policy, const float *logp_teacher, const 
     return k ? sum / k : 0;
 }
 
+void guide_shape_advantages(float *adv, float *ret, const float *value, const float *kl, int n,
+                            float beta)
+{
+    for (int i = 0; i < n; i++) {
+        adv[i] -= beta * kl[i];
+        ret[i] = adv[i] + value[i];
+    }
+}
+
 double guide_sft_loss(const float *logp, const uint8_t *kind, int n, bool with_action, float coef,
                       float *dlogp, int *counted)
 {

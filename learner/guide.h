@@ -49,6 +49,11 @@ double guide_kl_token(double d, const guide_kl_config *c);
 double guide_kl_step(const float *logp_policy, const float *logp_teacher, const uint8_t *kind,
                      int n, const guide_kl_config *c);
 
+/* KL shaping after GAE, before normalisation (GTR-Turbo): adv -= beta * kl
+ * and the value targets follow, ret = adv + value. */
+void guide_shape_advantages(float *adv, float *ret, const float *value, const float *kl, int n,
+                            float beta);
+
 /* SFT loss over n answer tokens (one answer or a whole batch):
  * -mean(logp) over the imitated tokens, which are the non-action ones
  * unless with_action; writes d(coef * loss)/dlogp into dlogp[0..n) (0 for

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "learner/sft.h"
 
 static int train_cmp(const void *a, const void *b)
 {
@@ -15,6 +16,44 @@ static int train_cmp(const void *a, const void *b)
     if (x->episode != y->episode)
         return x->episode < y->episode ? -1 : 1;
     return x->turn < y->turn ? -1 : x->turn > y->turn;
+}
+
+static int train_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The KL guidance estimate of every step that has the teacher's logprobs
+ * (0 for the others: they are trained as plain PPO), and its statistics. */
+static void train_kl(traj_step *s, int n, const train_config *tc, train_stats *st)
+{
+    double *kl = malloc((size_t)n * sizeof *kl);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        s[i].teacher_kl = 0;
+        if (!s[i].has_teacher_logprob)
+            continue;
+        s[i].teacher_kl = (float)guide_kl_step(s[i].logprob, s[i].teacher_logprob, s[i].kind,
+                                                (int)s[i].n_answer, &tc->kl);
+        if (kl)
+            kl[k] = s[i].teacher_kl;
+        k++;
+    }
+    st->guided_share = (double)k / n;
+    if (!kl || k == 0) {
+        free(kl);
+        return;
+    }
+    qsort(kl, (size_t)k, sizeof *kl, train_cmp_double);
+    double sum = 0;
+    for (int i = 0; i < k; i++)
+        sum += kl[i];
+    st->teacher_kl = sum / k;
+    st->kl_p50 = kl[k / 2];
+    st->kl_p90 = kl[(int)(0.9 * (k - 1))];
+    st->kl_max = kl[k - 1];
+    free(kl);
 }
 
 /* Episode statistics and advantages. The last step of each (actor,
@@ -32,7 +71,7 @@ static void train_advantages(traj_step *s, int n, const train_config *tc, float 
         memset(ret, 0, (size_t)n * sizeof *ret);
         return;
     }
-    double kl = 0;
+    train_kl(s, n, tc, st);
     for (int i = 0; i < n; i++) {
         bool last = i == n - 1 || s[i + 1].episode != s[i].episode ||
                     strcmp(s[i + 1].actor, s[i].actor);
@@ -41,19 +80,16 @@ static void train_advantages(traj_step *s, int n, const train_config *tc, float 
         done[i] = last || s[i].done;
         st->mean_return += s[i].reward;
         st->format_valid += s[i].format_valid;
-        kl += s[i].teacher_kl;
         if (last) {
             st->n_episodes++;
             st->success_rate += s[i].success;
         }
     }
     ppo_gae(rw, v, done, n, tc->ppo.gamma, tc->ppo.lam, adv, ret);
-    for (int i = 0; i < n; i++) {
-        adv[i] -= tc->kl_coef * s[i].teacher_kl;
-        ret[i] = adv[i] + v[i];
-    }
+    for (int i = 0; i < n; i++)
+        rw[i] = s[i].teacher_kl; /* the rewards are spent: reuse the buffer */
+    guide_shape_advantages(adv, ret, v, rw, n, tc->kl_coef);
     st->explained_variance = ppo_explained_variance(v, ret, n);
-    st->teacher_kl = kl / n;
     ppo_normalize(adv, n);
     st->mean_length = (double)n / st->n_episodes;
     st->mean_return /= st->n_episodes;
@@ -104,10 +140,37 @@ static int train_mb_alloc(train_mb *b, const model_config *c, int mb, int max_to
     return 0;
 }
 
+/* Guidance samples and the stream that draws SFT minibatches from them. */
+typedef struct train_guide {
+    const traj_step *data;
+    int n;
+    rng *r;
+    int *idx; /* sft_batch */
+} train_guide;
+
+/* The SFT guidance term of one minibatch: sft_batch samples drawn
+ * uniformly (with replacement) from everything aggregated so far, their
+ * gradient added to the PPO minibatch's. */
+static int train_sft_guidance(model *m, const train_config *tc, const train_guide *g,
+                              train_stats *st, err *e)
+{
+    if (tc->sft_coef <= 0 || g->n == 0 || tc->sft_batch < 1)
+        return 0;
+    for (int j = 0; j < tc->sft_batch; j++)
+        g->idx[j] = (int)rng_below(g->r, (uint64_t)g->n);
+    sft_stats ss = {0};
+    int rc = sft_accumulate(m, g->data, g->idx, tc->sft_batch, true, tc->sft_coef, &ss, e);
+    st->sft_loss += ss.loss;
+    st->sft_tokens += ss.tokens;
+    st->sft_batches++;
+    return rc;
+}
+
 /* One minibatch: forward, loss, backward, optimiser step. */
 static int train_minibatch(model *m, optim *o, traj_step *s, const int *idx, int k,
                            const float *adv, const float *ret, const train_config *tc,
-                           train_mb *b, train_stats *st, bool first_epoch, err *e)
+                           const train_guide *g, train_mb *b, train_stats *st, bool first_epoch,
+                           err *e)
 {
     size_t img = (size_t)m->cfg.image_c * m->cfg.image_h * m->cfg.image_w;
     int tok = 0, kind_n = 0;
@@ -157,7 +220,8 @@ static int train_minibatch(model *m, optim *o, traj_step *s, const int *idx, int
     st->tokens += tok;
     st->flops += 3 * model_forward_flops(&m->cfg, &mbt);
     if ((rc = model_zero_grad(m, e)) ||
-        (rc = model_backward(m, b->dlogp, b->dent, b->dvalue, NULL, e)))
+        (rc = model_backward(m, b->dlogp, b->dent, b->dvalue, NULL, e)) ||
+        (rc = train_sft_guidance(m, tc, g, st, e)))
         return rc;
     st->lr = optim_lr_at(&o->cfg, o->step);
     st->grad_norm = optim_step(o, m->params, m->grads);
@@ -166,6 +230,12 @@ static int train_minibatch(model *m, optim *o, traj_step *s, const int *idx, int
 
 int train_update(model *m, optim *o, traj_step *steps, int n, const train_config *tc, rng *r,
                  train_stats *st, err *e)
+{
+    return train_update_guided(m, o, steps, n, NULL, 0, tc, r, st, e);
+}
+
+int train_update_guided(model *m, optim *o, traj_step *steps, int n, const traj_step *guide,
+                        int n_guide, const train_config *tc, rng *r, train_stats *st, err *e)
 {
     memset(st, 0, sizeof *st);
     if (n <= 0)
@@ -180,7 +250,8 @@ int train_update(model *m, optim *o, traj_step *steps, int n, const train_config
         if ((int)(steps[i].n_prompt + steps[i].n_answer) > max_tok)
             max_tok = (int)(steps[i].n_prompt + steps[i].n_answer);
     train_mb b = {0};
-    int rc = (!adv || !ret || !idx || train_mb_alloc(&b, &m->cfg, mb, max_tok))
+    train_guide g = {guide, n_guide, r, malloc((size_t)(tc->sft_batch > 0 ? tc->sft_batch : 1) * sizeof(int))};
+    int rc = (!adv || !ret || !idx || !g.idx || train_mb_alloc(&b, &m->cfg, mb, max_tok))
                  ? err_set(e, GTRT_ENOMEM, "out of memory for a PPO update of %d steps", n)
                  : 0;
     if (!rc)
@@ -196,7 +267,7 @@ int train_update(model *m, optim *o, traj_step *steps, int n, const train_config
         }
         for (int at = 0; !rc && at < n; at += mb) {
             int k = n - at < mb ? n - at : mb;
-            rc = train_minibatch(m, o, steps, idx + at, k, adv, ret, tc, &b, st, ep == 0, e);
+            rc = train_minibatch(m, o, steps, idx + at, k, adv, ret, tc, &g, &b, st, ep == 0, e);
             done += k;
         }
     }
@@ -207,10 +278,13 @@ int train_update(model *m, optim *o, traj_step *steps, int n, const train_config
         st->clip_frac /= done;
         st->thought_entropy /= n;
     }
+    if (st->sft_batches > 0)
+        st->sft_loss /= st->sft_batches;
     st->seconds = clock_since_s(t0);
     free(adv);
     free(ret);
     free(idx);
+    free(g.idx);
     train_mb_free(&b);
     return rc;
 }

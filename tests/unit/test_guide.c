@@ -89,6 +89,20 @@ Test(guide, step_mean_over_thought_tokens_only_by_default)
                        "no guided token: no KL");
 }
 
+Test(guide, kl_shapes_advantages_and_returns_before_normalisation)
+{
+    float adv[3] = {1.0f, -0.5f, 0.25f}, ret[3], value[3] = {0.5f, 0.0f, -1.0f};
+    const float kl[3] = {0.0f, 2.0f, 0.5f};
+    guide_shape_advantages(adv, ret, value, kl, 3, 0.5f);
+    cr_expect_float_eq(adv[0], 1.0f, 1e-7, "no KL, no change");
+    cr_expect_float_eq(adv[1], -1.5f, 1e-7);
+    cr_expect_float_eq(adv[2], 0.0f, 1e-7);
+    cr_expect_float_eq(ret[1], -1.5f, 1e-7, "returns = shaped advantage + value");
+    cr_expect_float_eq(ret[2], -1.0f, 1e-7);
+    guide_shape_advantages(adv, ret, value, kl, 3, 0.0f);
+    cr_expect_float_eq(adv[1], -1.5f, 1e-7, "beta 0 is plain PPO");
+}
+
 Test(guide, sft_loss_masks_the_action_and_has_the_right_gradient)
 {
     const uint8_t kind[4] = {TRAJ_KIND_FORMAT, TRAJ_KIND_THOUGHT, TRAJ_KIND_ACTION,

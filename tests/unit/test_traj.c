@@ -265,3 +265,39 @@ Test(traj, learner_restart_loses_nothing_and_learns_nothing_twice)
     cr_expect_eq(have, want, "the duplicate was not answered");
     teardown(&f);
 }
+
+Test(traj, teacher_logprobs_are_checked_and_kept)
+{
+    step_buf b;
+    make_step(&b, 1, 5, 0);
+    float tl[4] = {-0.25f, -1.0f, -2.0f, -0.125f};
+    b.s.n_teacher_logprob = 4;
+    b.s.teacher_logprob = tl;
+    wire_slice img = {b.image, sizeof b.image};
+    traj_step out;
+    const char *why = NULL;
+    cr_assert_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), 0, "%s", why);
+    cr_expect(out.has_teacher_logprob);
+    cr_expect_eq(memcmp(out.teacher_logprob, tl, sizeof tl), 0);
+    /* and back onto the wire unchanged */
+    uint32_t u32[16];
+    Gtrt__Step pb;
+    traj_step_to_pb(&out, u32, IMG_C, IMG_H, IMG_W, &pb);
+    cr_expect_eq(pb.n_teacher_logprob, 4);
+    cr_expect_eq(memcmp(pb.teacher_logprob, tl, sizeof tl), 0);
+    traj_step_free(&out);
+
+    b.s.n_teacher_logprob = 3; /* not one per answer token */
+    cr_expect_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), GTRT_EINVAL);
+    cr_expect_str_eq(why, "teacher logprobs do not match the answer");
+    b.s.n_teacher_logprob = 4;
+    tl[2] = 0.5f; /* a probability above 1 */
+    cr_expect_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), GTRT_EINVAL);
+    tl[2] = INFINITY;
+    cr_expect_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), GTRT_EINVAL);
+    cr_expect_str_eq(why, "teacher logprob not finite or positive");
+    b.s.n_teacher_logprob = 0; /* none: a plain PPO step */
+    cr_assert_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), 0, "%s", why);
+    cr_expect(!out.has_teacher_logprob);
+    traj_step_free(&out);
+}
