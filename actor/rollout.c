@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/tokenizer.h"
 
 #define ROLLOUT_MAX_PROMPT 256
+#define ROLLOUT_MAX_ANSWER 256
 
 typedef struct rollout_env {
     env *e;
@@ -169,6 +171,36 @@ static int rollout_push(rollout_env *re, traj_step *s)
     return 0;
 }
 
+/* GTR's privileged corrector: the env's oracle, which knows the true state,
+ * writes the answer the policy should have given (its cards, formula and
+ * thought) with the policy's own action kept, since only the non-action
+ * tokens are imitated. Encoded into ids[0..cap); returns the length, 0
+ * when the env has no oracle (then the step is trained as plain PPO), or a
+ * negative error. */
+static int rollout_correct(rollout *r, rollout_env *re, const sample_result *res,
+                           const char *text, int32_t *ids, int cap, err *e)
+{
+    uint64_t t0 = clock_mono_ns();
+    env_answer a;
+    if (env_oracle(re->e, &a, NULL) != 0) {
+        r->stats.oracle_s += clock_since_s(t0);
+        return 0;
+    }
+    env_parsed p;
+    env_parse_answer(re->e, text, &p);
+    if (p.valid)
+        a.action = p.action;
+    char fixed[ENV_ANSWER_MAX];
+    int len = env_answer_format(re->e, &a, fixed, sizeof fixed);
+    int n = len < 0 || (size_t)len >= sizeof fixed ? GTRT_ERANGE : tok_encode_answer(fixed, ids, cap, e);
+    r->stats.oracle_s += clock_since_s(t0);
+    if (n < 0)
+        return err_set(e, n, "oracle answer does not fit (%d characters)", len);
+    r->stats.checked++;
+    r->stats.corrected += n != res->n || memcmp(ids, res->tokens, (size_t)n * sizeof *ids) != 0;
+    return n;
+}
+
 /* Turn env i's sampled answer into a step and play it. */
 static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_fn fn, void *ud,
                           err *e)
@@ -176,16 +208,22 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     rollout_env *re = &r->envs[i];
     const sample_result *res = &r->res[i];
     const model_seq *q = &r->seqs[i];
+    char text[ENV_ANSWER_MAX];
+    tok_decode(res->tokens, res->n, text, sizeof text);
+    int32_t fix[ROLLOUT_MAX_ANSWER];
+    int nfix = r->cfg.correct ? rollout_correct(r, re, res, text, fix, ROLLOUT_MAX_ANSWER, e) : 0;
+    if (nfix < 0)
+        return nfix;
     traj_step s;
-    if (traj_step_alloc(&s, (uint32_t)q->n_tokens, (uint32_t)res->n, 0, r->img_n))
+    if (traj_step_alloc(&s, (uint32_t)q->n_tokens, (uint32_t)res->n, (uint32_t)nfix, r->img_n))
         return err_set(e, GTRT_ENOMEM, "out of memory");
+    memcpy(s.teacher_answer, fix, (size_t)nfix * sizeof *fix);
+    tok_answer_parts(fix, nfix, s.teacher_kind);
     memcpy(s.prompt, q->tokens, (size_t)q->n_tokens * sizeof *s.prompt);
     memcpy(s.answer, res->tokens, (size_t)res->n * sizeof *s.answer);
     memcpy(s.logprob, res->logprobs, (size_t)res->n * sizeof *s.logprob);
     tok_answer_parts(res->tokens, res->n, s.kind);
     memcpy(s.image, r->bytes + (size_t)i * r->img_n, r->img_n);
-    char text[ENV_ANSWER_MAX];
-    tok_decode(res->tokens, res->n, text, sizeof text);
     env_turn t;
     int rc = env_play_answer(re->e, text, &r->env_rng, &t, e);
     if (rc == GTRT_EPROTO || rc == GTRT_ETIMEOUT || rc == GTRT_ENET) {
@@ -239,7 +277,8 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     return 0;
 }
 
-int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, void *ud, err *e)
+static int rollout_turn_timed(rollout *r, model *m, uint64_t version, rollout_episode_fn fn,
+                              void *ud, err *e)
 {
     int n = r->cfg.n_envs, rc;
     int room = r->mc.max_seq;
@@ -256,10 +295,22 @@ int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, 
     sample_config sc = {.temperature = r->cfg.temperature, .top_k = r->cfg.top_k,
                         .max_new = r->cfg.max_new < room ? r->cfg.max_new : room,
                         .end_token = TOK_END};
-    if ((rc = sample_run(r->s, m, r->seqs, n, &sc, &r->sample_rng, r->res, e)))
+    uint64_t t0 = clock_mono_ns();
+    rc = sample_run(r->s, m, r->seqs, n, &sc, &r->sample_rng, r->res, e);
+    r->stats.model_s += clock_since_s(t0);
+    if (rc)
         return rc;
     for (int i = 0; i < n; i++)
         if ((rc = rollout_record(r, i, version, fn, ud, e)))
             return rc;
     return 0;
+}
+
+int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, void *ud, err *e)
+{
+    /* Two clock reads per turn of a whole batch: negligible next to it. */
+    uint64_t t0 = clock_mono_ns();
+    int rc = rollout_turn_timed(r, m, version, fn, ud, e);
+    r->stats.turn_s += clock_since_s(t0);
+    return rc;
 }

@@ -23,12 +23,20 @@ typedef struct rollout_config {
     int max_new;       /* longest answer */
     uint64_t seed;
     bool format_reward; /* add the env's format reward to the reward */
+    bool correct;       /* GTR: the env's oracle writes the answer to imitate */
 } rollout_config;
 
 typedef struct rollout_stats {
     uint64_t turns, episodes, wins, valid, illegal, tokens;
     uint64_t env_errors; /* remote env failures; their episodes were dropped */
     double return_sum;
+    /* Wall time inside rollout_turn and, of that, inside the batched
+     * sampler: turn_s - model_s is what the actor spends around the model
+     * (rendering, prompts, tokenizing, parsing, env steps, building steps). */
+    double turn_s, model_s;
+    /* GTR's corrector: answers checked, found wrong, time in the oracle */
+    uint64_t checked, corrected;
+    double oracle_s;
 } rollout_stats;
 
 /* Called with a finished episode; takes ownership of steps[0..n) (free
