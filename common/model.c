@@ -932,21 +932,20 @@ static int load_params(model *m, const st_file *f, err *e)
     if (st_count(f) != m->n_tensors)
         return err_set(e, GTRT_EINVAL, "%s: %d tensors, the model has %d", st_name(f),
                        st_count(f), m->n_tensors);
-    float *p = malloc(sizeof(float) * m->n_params);
-    if (!p)
-        return err_set(e, GTRT_ENOMEM, "%s: out of memory", st_name(f));
+    /* Check every tensor before writing any, so a bad file leaves the
+     * running weights untouched; then read straight into them. */
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
         int64_t shape[2] = {t->shape[0], t->shape[1]};
-        rc = st_read_f32(f, t->name, shape, t->ndim, p + t->offset, e);
-        if (rc) {
-            free(p);
+        if ((rc = st_check_f32(f, t->name, shape, t->ndim, e)))
             return rc;
-        }
     }
-    memcpy(m->params, p, sizeof(float) * m->n_params);
-    free(p);
-    return 0;
+    for (int i = 0; i < m->n_tensors && !rc; i++) {
+        const model_tensor *t = &m->tensors[i];
+        int64_t shape[2] = {t->shape[0], t->shape[1]};
+        rc = st_read_f32(f, t->name, shape, t->ndim, m->params + t->offset, e);
+    }
+    return rc;
 }
 
 int model_config_load(const char *path, model_config *out, err *e)
@@ -1022,7 +1021,7 @@ int model_load_into(model *m, const char *path, err *e)
 int model_load_buffer(model *m, const void *buf, size_t n, const char *name, err *e)
 {
     st_file *f;
-    int rc = st_open_buffer(buf, n, name, &f, e);
+    int rc = st_open_view(buf, n, name, &f, e);
     if (rc)
         return rc;
     rc = load_params(m, f, e);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 struct st_file {
     char *name;
     uint8_t *buf;
+    bool borrowed; /* buf belongs to the caller (st_open_view) */
     size_t size;
     int n;
     st_tensor *t;
@@ -114,7 +116,8 @@ void st_close(st_file *f)
     free(f->meta_key);
     free(f->meta_val);
     free(f->t);
-    free(f->buf);
+    if (!f->borrowed)
+        free(f->buf);
     free(f->name);
     free(f);
 }
@@ -359,6 +362,26 @@ int st_open_buffer(const void *buf, size_t n, const char *name, st_file **out, e
     return 0;
 }
 
+int st_open_view(const void *buf, size_t n, const char *name, st_file **out, err *e)
+{
+    *out = NULL;
+    st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->name = strdup(name))) {
+        st_close(f);
+        return err_set(e, GTRT_ENOMEM, "%s: out of memory", name);
+    }
+    f->buf = (uint8_t *)buf; /* only read */
+    f->borrowed = true;
+    f->size = n;
+    int rc = st_parse(f, e);
+    if (rc != 0) {
+        st_close(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
 int st_open(const char *path, st_file **out, err *e)
 {
     *out = NULL;
@@ -427,12 +450,15 @@ static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
         snprintf(buf + at, cap - at, "]");
 }
 
-int st_read_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
-                float *dst, err *e)
+/* The tensor `name` when it exists with this shape; NULL with `e` set. */
+static const st_tensor *st_find_shaped(const st_file *f, const char *name, const int64_t *shape,
+                                       int ndim, err *e)
 {
     const st_tensor *t = st_find(f, name);
-    if (!t)
-        return err_set(e, GTRT_ENOTFOUND, "%s: tensor \"%s\" is missing", f->name, name);
+    if (!t) {
+        err_set(e, GTRT_ENOTFOUND, "%s: tensor \"%s\" is missing", f->name, name);
+        return NULL;
+    }
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++)
         same = t->shape[i] == shape[i];
@@ -440,9 +466,31 @@ int st_read_f32(const st_file *f, const char *name, const int64_t *shape, int nd
         char want[128], got[128];
         shape_str(want, sizeof want, shape, ndim);
         shape_str(got, sizeof got, t->shape, t->ndim);
-        return err_set(e, GTRT_EINVAL, "%s: tensor \"%s\" has shape %s, expected %s", f->name,
-                       name, got, want);
+        err_set(e, GTRT_EINVAL, "%s: tensor \"%s\" has shape %s, expected %s", f->name, name, got,
+                want);
+        return NULL;
     }
+    return t;
+}
+
+int st_check_f32(const st_file *f, const char *name, const int64_t *shape, int ndim, err *e)
+{
+    const st_tensor *t = st_find_shaped(f, name, shape, ndim, e);
+    if (!t)
+        return e ? e->code : GTRT_EINVAL;
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64)
+        return err_set(e, GTRT_EINVAL, "%s: tensor \"%s\" has dtype %s, expected a float type",
+                       f->name, name, st_dtype_name(t->dtype));
+    return 0;
+}
+
+int st_read_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
+                float *dst, err *e)
+{
+    int rc = st_check_f32(f, name, shape, ndim, e);
+    if (rc)
+        return rc;
+    const st_tensor *t = st_find(f, name);
     size_t n = t->nbytes / st_dtype_size(t->dtype);
     const uint8_t *p = t->data;
     switch (t->dtype) {

@@ -43,6 +43,9 @@ typedef struct st_file st_file;
 int st_open(const char *path, st_file **out, err *e);
 /* Validate bytes already in memory (copied); `name` appears in errors. */
 int st_open_buffer(const void *buf, size_t n, const char *name, st_file **out, err *e);
+/* The same without the copy: `buf` is only read and must outlive the
+ * st_file (loading a checkpoint that is already in memory). */
+int st_open_view(const void *buf, size_t n, const char *name, st_file **out, err *e);
 void st_close(st_file *f);
 
 const char *st_name(const st_file *f);
@@ -55,6 +58,9 @@ const char *st_meta(const st_file *f, const char *key);
 
 /* Copy tensor `name` into dst as float32, converting from F32, F16, BF16 or
  * F64; fails unless the tensor exists and its shape is exactly `shape`. */
+/* 0 when `name` exists with this shape and a float dtype st_read_f32
+ * converts; else an error naming the problem. */
+int st_check_f32(const st_file *f, const char *name, const int64_t *shape, int ndim, err *e);
 int st_read_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
                 float *dst, err *e);
 

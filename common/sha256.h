@@ -1,5 +1,5 @@
-/* SHA-256 (libsodium's implementation), one-shot and streaming, used to
- * verify checkpoint chunks and files end to end. */
+/* SHA-256 (OpenSSL's libcrypto), one-shot and streaming, used to verify
+ * checkpoint chunks and files end to end. */
 #ifndef GTRT_SHA256_H
 #define GTRT_SHA256_H
 
@@ -10,9 +10,10 @@
 #define SHA256_HEX_BYTES 65 /* 64 hex digits + NUL */
 
 typedef struct sha256_ctx {
-    _Alignas(16) unsigned char state[128]; /* large enough for crypto_hash_sha256_state */
+    struct evp_md_ctx_st *ctx; /* OpenSSL's EVP_MD_CTX, from init to final */
 } sha256_ctx;
 
+/* init allocates the context and final releases it: pair them. */
 void sha256_init(sha256_ctx *c);
 void sha256_update(sha256_ctx *c, const void *data, size_t len);
 void sha256_final(sha256_ctx *c, uint8_t out[SHA256_BYTES]);

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config clang
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev
-  libopenblas-dev libcriterion-dev libinih-dev libcjson-dev libsodium-dev libpng-dev
+  libopenblas-dev libcriterion-dev libinih-dev libcjson-dev libssl-dev libpng-dev
   python3-torch python3-numpy python3-protobuf python3-zmq
 )
 
