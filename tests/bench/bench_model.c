@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "common/model.h"
 #include "common/optim.h"
 #include "common/sample.h"
@@ -25,13 +26,6 @@
 /* The batch: 16 turns of image (32 patches) + 40 prompt + 60 answer tokens,
  * about one PPO minibatch of Points24 turns (DESIGN §3). */
 enum { BATCH = 16, PROMPT = 40, ANSWER = 60, SAMPLE_NEW = 64 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double sgemm_gflops(int M, int N, int K, double seconds)
 {
@@ -49,12 +43,12 @@ static double sgemm_gflops(int M, int N, int K, double seconds)
     double best = 0;
     for (int rep = 0; rep < 5; rep++) {
         int it = 0;
-        double t0 = now(), t;
+        double t0 = bench_now(), t;
         do {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f,
                         c, N);
             it++;
-        } while ((t = now() - t0) < seconds / 5);
+        } while ((t = bench_now() - t0) < seconds / 5);
         double gf = 2.0 * M * N * K * it / t / 1e9;
         best = gf > best ? gf : best;
     }
@@ -149,12 +143,8 @@ static int run_preset(const char *preset, double seconds, int with_torch)
         seqs[b] = (model_seq){imgs + img_n * b, toks + b * (PROMPT + ANSWER), PROMPT + ANSWER,
                               PROMPT};
     model_batch batch = {seqs, BATCH, 0.2f};
-    optim_config oc;
-    optim_config_default(&oc);
-    optim_range *rg = malloc(sizeof *rg * (size_t)m->n_tensors);
-    int nr = model_decay_ranges(m, rg);
     optim *o;
-    if (optim_new(&oc, m->n_params, rg, nr, &o, &e)) {
+    if (bench_optim(m, &o, &e)) {
         fprintf(stderr, "%s\n", e.msg);
         return 1;
     }
@@ -172,17 +162,17 @@ static int run_preset(const char *preset, double seconds, int with_torch)
     int steps = 0;
     for (int it = -1; it < 3 || t_f + t_b + t_o < seconds; it++) {
         model_out out;
-        double t0 = now();
+        double t0 = bench_now();
         if (model_forward(m, &batch, &out, &e)) {
             fprintf(stderr, "%s\n", e.msg);
             return 1;
         }
-        double t1 = now();
+        double t1 = bench_now();
         model_zero_grad(m, &e);
         model_backward(m, dlp, dent, dval, NULL, &e);
-        double t2 = now();
+        double t2 = bench_now();
         optim_step(o, m->params, m->grads);
-        double t3 = now();
+        double t3 = bench_now();
         if (it >= 0) { /* the first step allocates; not timed */
             t_f += t1 - t0;
             t_b += t2 - t1;
@@ -229,12 +219,12 @@ static int run_preset(const char *preset, double seconds, int with_torch)
     long n_gen = 0;
     int runs = 0;
     for (int it = -1; it < 2 || t_s < seconds; it++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (sample_run(s, m, prompts, BATCH, &sc, &r, res, &e)) {
             fprintf(stderr, "%s\n", e.msg);
             return 1;
         }
-        double t1 = now();
+        double t1 = bench_now();
         if (it >= 0) {
             t_s += t1 - t0;
             best_s = t1 - t0 < best_s ? t1 - t0 : best_s;
@@ -246,9 +236,9 @@ static int run_preset(const char *preset, double seconds, int with_torch)
     /* prefill alone, to split the time */
     model_kv *kv;
     model_kv_new(&c, BATCH, &kv, &e);
-    double t0 = now();
+    double t0 = bench_now();
     model_prefill(m, kv, prompts, BATCH, NULL, NULL, &e);
-    double t_pf = now() - t0;
+    double t_pf = bench_now() - t0;
     model_kv_free(kv);
     double sample_tps = (double)n_gen / runs / best_s;
     printf("  sampling %d x %d new tokens (prompt %d+%d): %8.0f / %8.0f tok/s (prefill %.1f ms)\n",
@@ -267,7 +257,6 @@ static int run_preset(const char *preset, double seconds, int with_torch)
     fflush(stdout);
     sample_free(s);
     optim_free(o);
-    free(rg);
     free(dlp);
     free(dent);
     free(imgs);
