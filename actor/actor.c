@@ -170,7 +170,7 @@ static void actor_on_learner_msg(net_sock *sock, const net_route *from, const wi
              * it welcomed us): keep the batches, register again, and resend
              * them once welcomed. */
             if (a->m.welcomed)
-                log_warn("learner refused our steps; registering again");
+                log_warn("learner does not know us (it restarted?); registering again");
             a->m.welcomed = false;
             a->learner_seen = true;
             a->learner_was_alive = false;
@@ -192,11 +192,54 @@ static void actor_on_beat(svc *s)
     if (a->m.welcomed && !a->learner_was_alive && a->learner_seen && a->send.n) {
         log_info("learner is back: resending %zu unacknowledged batches", a->send.n);
         traj_sender_resend(&a->send, a->m.sock);
+    } else if (a->m.welcomed) {
+        traj_sender_retry(&a->send, a->m.sock);
     }
     if (a->learner_was_alive && !a->m.welcomed)
         a->learner_seen = true; /* it was there and went away */
     a->learner_was_alive = a->m.welcomed;
     actor_kick(a);
+}
+
+/* ==== status ==== */
+
+static void actor_on_status(net_sock *sock, const net_route *from, const wire_msg *msg, void *ud)
+{
+    actor *a = ud;
+    uint64_t rid = msg->hdr->has_request_id ? msg->hdr->request_id : 0;
+    if (msg->type != GTRT__MSG_TYPE__MSG_STATUS_REQUEST) {
+        svc_unexpected(sock, msg);
+        svc_reply_error(sock, from, rid, GTRT_EPROTO, "an actor answers status requests only");
+        return;
+    }
+    const traj_send_stats *t = &a->send.stats;
+    svc_counters extra = {0};
+    svc_counters_add(&extra, "learner_welcomed", a->m.welcomed);
+    svc_counters_add(&extra, "episodes_sent", a->episodes_sent);
+    svc_counters_add(&extra, "steps_sent", t->steps);
+    svc_counters_add(&extra, "steps_acked", t->acked_steps);
+    svc_counters_add(&extra, "steps_unacked", a->send.unacked_steps);
+    svc_counters_add(&extra, "batches_sent", t->batches);
+    svc_counters_add(&extra, "batches_unacked", a->send.n);
+    svc_counters_add(&extra, "batches_resent", t->resent);
+    svc_counters_add(&extra, "batches_retried", t->retried);
+    svc_counters_add(&extra, "duplicate_acks", t->duplicate_acks);
+    svc_counters_add(&extra, "send_failures", t->send_failures);
+    /* 1 while waiting for acknowledgements with no turn in flight */
+    svc_counters_add(&extra, "waiting_for_acks", !a->busy && traj_sender_room(&a->send) == 0);
+    svc_reply_status(&a->s, sock, from, rid, NULL, &extra);
+}
+
+static int actor_status_init(actor *a, const config *cfg, err *e)
+{
+    const char *bind = config_str(cfg, "actor.status_bind");
+    if (!bind[0])
+        return 0;
+    a->status = net_sock_new(&a->s.net, ZMQ_ROUTER, "status", actor_on_status, a, e);
+    if (!a->status)
+        return e ? e->code : GTRT_ENET;
+    snprintf(a->s.endpoint, sizeof a->s.endpoint, "%s", bind);
+    return net_sock_bind(a->status, bind, e);
 }
 
 static void actor_on_stop(svc *s)
@@ -237,7 +280,8 @@ int actor_init(actor *a, const config *cfg, err *e)
     a->s.on_stop = actor_on_stop;
     actor_rollout_config(a, cfg);
     traj_sender_init(&a->send, (size_t)config_int(cfg, "actor.max_unacked_steps"));
-    if ((rc = member_init(&a->m, &a->s, config_str(cfg, "learner.connect"), actor_on_learner_msg, a, e)))
+    if ((rc = member_init(&a->m, &a->s, config_str(cfg, "learner.connect"), actor_on_learner_msg, a, e)) ||
+        (rc = actor_status_init(a, cfg, e)))
         return rc;
     rc = ckpt_fetcher_init(&a->fetch, &a->s.net, config_str(cfg, "learner.connect"),
                            config_str(cfg, "learner.publish_connect"),

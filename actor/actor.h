@@ -26,6 +26,7 @@ typedef struct actor {
     member m;
     ckpt_fetcher fetch;
     traj_sender send;
+    net_sock *status; /* answers `gtrt status` on actor.status_bind; may be NULL */
     model *policy;
     uint64_t version;
     rollout *ro;

@@ -4,10 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
+
 void traj_sender_init(traj_sender *t, size_t max_unacked_steps)
 {
     memset(t, 0, sizeof *t);
     t->next_seq = 1;
+    t->incarnation = clock_unix_ms();
     t->max_unacked_steps = max_unacked_steps;
 }
 
@@ -52,6 +55,8 @@ int traj_sender_send(traj_sender *t, net_sock *sock, Gtrt__Step **steps, size_t 
     Gtrt__TrajBatch tb = GTRT__TRAJ_BATCH__INIT;
     tb.has_seq = 1;
     tb.seq = t->next_seq;
+    tb.has_incarnation = 1;
+    tb.incarnation = t->incarnation;
     tb.n_steps = n;
     tb.steps = steps;
     traj_pending p = {0};
@@ -83,8 +88,10 @@ int traj_sender_send(traj_sender *t, net_sock *sock, Gtrt__Step **steps, size_t 
     t->unacked_steps += n;
     t->stats.batches++;
     t->stats.steps += n;
-    if (traj_pending_send(sock, &p))
+    if (traj_pending_send(sock, &p)) {
         t->stats.send_failures++;
+        t->q[t->n - 1].unsent = true;
+    }
     return 0;
 }
 
@@ -109,9 +116,23 @@ void traj_sender_on_ack(traj_sender *t, const Gtrt__TrajAck *ack)
 void traj_sender_resend(traj_sender *t, net_sock *sock)
 {
     for (size_t i = 0; i < t->n; i++) {
-        if (traj_pending_send(sock, &t->q[i]))
+        t->q[i].unsent = traj_pending_send(sock, &t->q[i]) != 0;
+        if (t->q[i].unsent)
             t->stats.send_failures++;
         else
             t->stats.resent++;
+    }
+}
+
+void traj_sender_retry(traj_sender *t, net_sock *sock)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (!t->q[i].unsent)
+            continue;
+        t->q[i].unsent = traj_pending_send(sock, &t->q[i]) != 0;
+        if (t->q[i].unsent)
+            t->stats.send_failures++;
+        else
+            t->stats.retried++;
     }
 }

@@ -18,16 +18,18 @@ typedef struct traj_pending {
     size_t body_len;
     uint8_t *images; /* concatenated */
     size_t *image_len;
+    bool unsent; /* ZeroMQ refused it the last time: retry */
 } traj_pending;
 
 typedef struct traj_send_stats {
-    uint64_t batches, steps, resent, acked_steps, duplicate_acks, send_failures;
+    uint64_t batches, steps, resent, acked_steps, duplicate_acks, send_failures, retried;
 } traj_send_stats;
 
 typedef struct traj_sender {
     traj_pending *q; /* unacknowledged, by increasing seq */
     size_t n;
     uint64_t next_seq;
+    uint64_t incarnation; /* this process: its start time, Unix ms */
     size_t max_unacked_steps, unacked_steps;
     traj_send_stats stats;
 } traj_sender;
@@ -38,12 +40,17 @@ void traj_sender_deinit(traj_sender *t);
 size_t traj_sender_room(const traj_sender *t);
 /* Send `n` steps (n <= TRAJ_MAX_STEPS_PER_BATCH) with their images as the
  * next batch and keep it until acknowledged. A send that ZeroMQ refuses now
- * is not an error: the batch stays queued and goes out with the next resend. */
+ * is not an error: the batch stays queued and goes out with the next
+ * traj_sender_retry or resend. */
 int traj_sender_send(traj_sender *t, net_sock *sock, Gtrt__Step **steps, size_t n,
                      const wire_slice *images, err *e);
 /* The learner acknowledged some batches. */
 void traj_sender_on_ack(traj_sender *t, const Gtrt__TrajAck *ack);
 /* Send every unacknowledged batch again (after the learner came back). */
 void traj_sender_resend(traj_sender *t, net_sock *sock);
+/* Send the batches ZeroMQ refused before (call it now and then, e.g. every
+ * heartbeat while registered): without it they would wait for the learner
+ * to go away and come back. */
+void traj_sender_retry(traj_sender *t, net_sock *sock);
 
 #endif

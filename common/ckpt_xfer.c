@@ -40,6 +40,15 @@ void ckpt_server_deinit(ckpt_server *cs)
 {
     ckpt_blob_free(&cs->kept[0]);
     ckpt_blob_free(&cs->kept[1]);
+    ckpt_blob_free(&cs->base);
+}
+
+/* The newest version served: the latest above 0, else the base. */
+static const ckpt_blob *ckpt_server_newest(const ckpt_server *cs)
+{
+    if (cs->kept[0].len)
+        return &cs->kept[0];
+    return cs->base.len ? &cs->base : NULL;
 }
 
 static void ckpt_fill_announce(const ckpt_blob *b, Gtrt__CkptAnnounce *a)
@@ -59,10 +68,14 @@ static void ckpt_fill_announce(const ckpt_blob *b, Gtrt__CkptAnnounce *a)
 int ckpt_server_publish(ckpt_server *cs, uint64_t version, const char *name, uint8_t *data,
                         size_t len, err *e)
 {
-    if (len == 0 || (cs->kept[0].len && version <= cs->kept[0].version)) {
+    if (len == 0 || (version > 0 && cs->kept[0].len && version <= cs->kept[0].version)) {
         free(data);
         return err_set(e, GTRT_EINVAL, "checkpoint v%llu: empty or not newer than v%llu",
                        (unsigned long long)version, (unsigned long long)cs->kept[0].version);
+    }
+    if (version == 0 && cs->base.len) {
+        free(data);
+        return err_set(e, GTRT_EINVAL, "checkpoint v0 (the base) is already published");
     }
     ckpt_blob b = {0};
     b.version = version;
@@ -81,12 +94,17 @@ int ckpt_server_publish(ckpt_server *cs, uint64_t version, const char *name, uin
                b.chunk_sha[i]);
     snprintf(b.name, sizeof b.name, "%s", name ? name : "");
     b.created_unix_ms = clock_unix_ms();
-    ckpt_blob_free(&cs->kept[1]);
-    cs->kept[1] = cs->kept[0];
-    cs->kept[0] = b;
-    if (cs->pub) {
+    if (version == 0) {
+        cs->base = b;
+    } else {
+        ckpt_blob_free(&cs->kept[1]);
+        cs->kept[1] = cs->kept[0];
+        cs->kept[0] = b;
+    }
+    const ckpt_blob *newest = ckpt_server_newest(cs);
+    if (cs->pub && newest->version == version) {
         Gtrt__CkptAnnounce a;
-        ckpt_fill_announce(&cs->kept[0], &a);
+        ckpt_fill_announce(newest, &a);
         net_send(cs->pub, NULL, GTRT__MSG_TYPE__MSG_CKPT_ANNOUNCE, &a.base, 0, NULL, 0);
     }
     return 0;
@@ -94,9 +112,18 @@ int ckpt_server_publish(ckpt_server *cs, uint64_t version, const char *name, uin
 
 bool ckpt_server_latest(const ckpt_server *cs, Gtrt__CkptAnnounce *out)
 {
-    if (!cs->kept[0].len)
+    const ckpt_blob *b = ckpt_server_newest(cs);
+    if (!b)
         return false;
-    ckpt_fill_announce(&cs->kept[0], out);
+    ckpt_fill_announce(b, out);
+    return true;
+}
+
+bool ckpt_server_base(const ckpt_server *cs, Gtrt__CkptAnnounce *out)
+{
+    if (!cs->base.len)
+        return false;
+    ckpt_fill_announce(&cs->base, out);
     return true;
 }
 
@@ -106,15 +133,17 @@ void ckpt_server_on_request(ckpt_server *cs, net_sock *router, const net_route *
     const Gtrt__CkptChunkRequest *r = (const Gtrt__CkptChunkRequest *)msg->body;
     uint64_t rid = msg->hdr->has_request_id ? msg->hdr->request_id : 0;
     const ckpt_blob *b = NULL;
-    for (int i = 0; i < 2; i++)
-        if (cs->kept[i].len && r->has_version && cs->kept[i].version == r->version)
-            b = &cs->kept[i];
+    const ckpt_blob *served[3] = {&cs->kept[0], &cs->kept[1], &cs->base};
+    for (int i = 0; i < 3; i++)
+        if (served[i]->len && r->has_version && served[i]->version == r->version)
+            b = served[i];
     if (!b || !r->has_index || r->index >= b->n_chunks) {
         cs->bad_requests++;
+        const ckpt_blob *newest = ckpt_server_newest(cs);
         char why[160];
         snprintf(why, sizeof why, "checkpoint v%llu chunk %u is not served (latest is v%llu)",
                  (unsigned long long)r->version, r->index,
-                 (unsigned long long)cs->kept[0].version);
+                 (unsigned long long)(newest ? newest->version : 0));
         Gtrt__Error er = GTRT__ERROR__INIT;
         er.has_code = 1;
         er.code = (uint32_t)-GTRT_ENOTFOUND;
@@ -345,6 +374,16 @@ int ckpt_fetcher_init(ckpt_fetcher *f, net_loop *nl, const char *router_ep, cons
     uint64_t tick = timeout_ms / 4 ? timeout_ms / 4 : 1;
     uv_timer_start(&f->timer, ckpt_fetch_timer_cb, tick, tick);
     return 0;
+}
+
+void ckpt_fetcher_have(ckpt_fetcher *f, uint64_t version)
+{
+    if (f->have_any && f->have_version >= version)
+        return;
+    f->have_any = true;
+    f->have_version = version;
+    if (f->active && f->cur.version <= version)
+        ckpt_fetch_reset(f);
 }
 
 void ckpt_fetcher_close(ckpt_fetcher *f)

@@ -32,6 +32,13 @@ static void member_heard_learner(member *m, const wire_msg *msg)
     snprintf(m->learner_id, sizeof m->learner_id, "%s", msg->hdr->sender_id);
 }
 
+/* Only version 0 is a base; anything else in that field is ignored. */
+static void member_offer_base(member *m, const Gtrt__CkptAnnounce *a)
+{
+    if (m->ckpt_base && a && a->has_version && a->version == 0)
+        ckpt_fetcher_offer(m->ckpt_base, a);
+}
+
 static void member_on_msg(net_sock *sock, const net_route *from, const wire_msg *msg, void *ud)
 {
     member *m = ud;
@@ -49,6 +56,7 @@ static void member_on_msg(net_sock *sock, const net_route *from, const wire_msg 
             member_set_teachers(m, w->teachers, w->n_teachers);
             if (m->ckpt && w->checkpoint)
                 ckpt_fetcher_offer(m->ckpt, w->checkpoint);
+            member_offer_base(m, w->base_checkpoint);
         }
         return;
     case GTRT__MSG_TYPE__MSG_HEARTBEAT:
@@ -60,6 +68,7 @@ static void member_on_msg(net_sock *sock, const net_route *from, const wire_msg 
             member_set_teachers(m, hb->teachers, hb->n_teachers);
             if (m->ckpt && hb->checkpoint)
                 ckpt_fetcher_offer(m->ckpt, hb->checkpoint);
+            member_offer_base(m, hb->base_checkpoint);
         }
         return;
     case GTRT__MSG_TYPE__MSG_ERROR: {

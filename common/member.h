@@ -30,6 +30,7 @@ typedef struct member {
     uint64_t learner_last_ms;
     uint64_t timeout_ms;
     ckpt_fetcher *ckpt; /* gets the learner's checkpoint offers; may be NULL */
+    ckpt_fetcher *ckpt_base; /* gets offers of the base (v0) only; may be NULL */
     member_teacher teachers[MEMBER_MAX_TEACHERS];
     size_t nteachers;
 } member;

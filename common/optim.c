@@ -3,6 +3,8 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,4 +118,111 @@ double optim_step(optim *o, float *params, float *grads)
     double norm = optim_clip(grads, o->n, o->cfg.grad_clip);
     optim_update(o, params, grads, optim_lr_at(&o->cfg, o->step));
     return norm;
+}
+
+/* ==== state on disk ==== */
+
+static bool optim_reserved(const char *name)
+{
+    return !strncmp(name, "optim.", 6) || !strcmp(name, "format") || !strcmp(name, "n_params");
+}
+
+int optim_save(const optim *o, const char *path, const st_entry *extra, int n_extra,
+               const st_kv *meta, int n_meta, err *e)
+{
+    for (int i = 0; i < n_extra; i++)
+        if (optim_reserved(extra[i].name))
+            return err_set(e, GTRT_EINVAL, "%s: tensor name \"%s\" is reserved", path, extra[i].name);
+    for (int i = 0; i < n_meta; i++)
+        if (optim_reserved(meta[i].key))
+            return err_set(e, GTRT_EINVAL, "%s: metadata key \"%s\" is reserved", path, meta[i].key);
+    st_entry *ent = calloc((size_t)n_extra + 3, sizeof *ent);
+    st_kv *kv = calloc((size_t)n_meta + 2, sizeof *kv);
+    if (!ent || !kv) {
+        free(ent);
+        free(kv);
+        return err_set(e, GTRT_ENOMEM, "%s: out of memory", path);
+    }
+    int64_t step = o->step;
+    char nbuf[32];
+    snprintf(nbuf, sizeof nbuf, "%zu", o->n);
+    ent[0] = (st_entry){.name = "optim.m", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)o->n},
+                        .data = o->m};
+    ent[1] = (st_entry){.name = "optim.v", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)o->n},
+                        .data = o->v};
+    ent[2] = (st_entry){.name = "optim.step", .dtype = ST_I64, .ndim = 1, .shape = {1},
+                        .data = &step};
+    if (n_extra)
+        memcpy(ent + 3, extra, (size_t)n_extra * sizeof *ent);
+    kv[0] = (st_kv){"format", OPTIM_FORMAT};
+    kv[1] = (st_kv){"n_params", nbuf};
+    if (n_meta)
+        memcpy(kv + 2, meta, (size_t)n_meta * sizeof *kv);
+    int rc = st_write(path, ent, n_extra + 3, kv, n_meta + 2, e);
+    free(ent);
+    free(kv);
+    return rc;
+}
+
+/* Tensor `name` must be `dtype` with shape [n]. */
+static const st_tensor *optim_tensor(const st_file *f, const char *name, st_dtype dtype,
+                                     int64_t n, err *e)
+{
+    const st_tensor *t = st_find(f, name);
+    if (!t) {
+        err_set(e, GTRT_EPARSE, "%s: no tensor %s: not an optimizer state", st_name(f), name);
+        return NULL;
+    }
+    if (t->dtype != dtype || t->ndim != 1 || t->shape[0] != n) {
+        err_set(e, GTRT_EPARSE, "%s: %s is %s with %d dims [%lld...], expected %s [%lld]", st_name(f),
+                name, st_dtype_name(t->dtype), t->ndim, t->ndim ? (long long)t->shape[0] : 0LL,
+                st_dtype_name(dtype), (long long)n);
+        return NULL;
+    }
+    return t;
+}
+
+/* True when every first moment is finite and every second moment finite
+ * and >= 0: what AdamW can produce from finite gradients. */
+static bool optim_moments_sane(const uint8_t *m, const uint8_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float a, b;
+        memcpy(&a, m + i * sizeof a, sizeof a);
+        memcpy(&b, v + i * sizeof b, sizeof b);
+        if (!isfinite(a) || !isfinite(b) || b < 0.0f)
+            return false;
+    }
+    return true;
+}
+
+int optim_load(optim *o, const st_file *f, err *e)
+{
+    const char *fmt = st_meta(f, "format");
+    if (!fmt || strcmp(fmt, OPTIM_FORMAT))
+        return err_set(e, GTRT_EPARSE, "%s: format \"%s\", expected \"%s\"", st_name(f),
+                       fmt ? fmt : "(none)", OPTIM_FORMAT);
+    const char *np = st_meta(f, "n_params");
+    char want[32];
+    snprintf(want, sizeof want, "%zu", o->n);
+    if (!np || strcmp(np, want))
+        return err_set(e, GTRT_EPARSE,
+                       "%s: optimizer state for %s parameters, but the policy has %zu", st_name(f),
+                       np ? np : "an unknown number of", o->n);
+    const st_tensor *m = optim_tensor(f, "optim.m", ST_F32, (int64_t)o->n, e);
+    const st_tensor *v = m ? optim_tensor(f, "optim.v", ST_F32, (int64_t)o->n, e) : NULL;
+    const st_tensor *s = v ? optim_tensor(f, "optim.step", ST_I64, 1, e) : NULL;
+    if (!s)
+        return e ? e->code : GTRT_EPARSE;
+    int64_t step;
+    memcpy(&step, s->data, sizeof step);
+    if (step < 0)
+        return err_set(e, GTRT_EPARSE, "%s: negative step count %lld", st_name(f), (long long)step);
+    if (!optim_moments_sane(m->data, v->data, o->n))
+        return err_set(e, GTRT_EPARSE, "%s: moments are not finite (or a second moment is negative)",
+                       st_name(f));
+    memcpy(o->m, m->data, o->n * sizeof *o->m);
+    memcpy(o->v, v->data, o->n * sizeof *o->v);
+    o->step = step;
+    return 0;
 }

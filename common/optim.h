@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/safetensors.h"
 
 typedef struct optim_range {
     size_t offset, count;
@@ -60,5 +61,25 @@ void optim_update(optim *o, float *params, const float *grads, float lr);
 /* The full step: clip grads to cfg.grad_clip, update at optim_lr_at(step),
  * advance step. Returns the gradient norm before clipping. */
 double optim_step(optim *o, float *params, float *grads);
+
+/* ==== state on disk ====
+ * A safetensors file holding "optim.m" and "optim.v" (F32, [n]) and
+ * "optim.step" (I64, [1]), with __metadata__ format = OPTIM_FORMAT and
+ * n_params. The moments are stored exactly, so a run continued from the
+ * file takes bit-for-bit the steps the uninterrupted run would have taken.
+ * The configuration (lr, betas, schedule) is not stored: it comes from the
+ * run's config, which may change between runs. */
+#define OPTIM_FORMAT "gtrt-optim-1"
+
+/* Write the state atomically to `path`, plus the caller's own tensors and
+ * metadata (names starting with "optim." and the keys "format" and
+ * "n_params" are reserved). */
+int optim_save(const optim *o, const char *path, const st_entry *extra, int n_extra,
+               const st_kv *meta, int n_meta, err *e);
+/* Load moments and step from a file written by optim_save. Refuses, with a
+ * message naming the file, a different format, a parameter count other than
+ * o->n, a tensor of the wrong dtype or shape, or moments that cannot come
+ * from AdamW (non-finite, negative second moment); `o` is untouched then. */
+int optim_load(optim *o, const st_file *f, err *e);
 
 #endif

@@ -145,9 +145,23 @@ void svc_counters_add(svc_counters *st, const char *name, uint64_t value)
     st->n++;
 }
 
+void svc_counters_label(svc_counters *st, const char *name, const char *value)
+{
+    if (st->n_labels >= SVC_MAX_LABELS)
+        return;
+    size_t i = st->n_labels++;
+    gtrt__label__init(&st->l[i]);
+    snprintf(st->lnames[i], sizeof st->lnames[i], "%s", name);
+    snprintf(st->lvalues[i], sizeof st->lvalues[i], "%s", value);
+    st->l[i].name = st->lnames[i];
+    st->l[i].value = st->lvalues[i];
+    st->lptrs[i] = &st->l[i];
+}
+
 void svc_counters_fill(const svc *s, svc_counters *st)
 {
     st->n = 0;
+    st->n_labels = 0;
     net_stats ns;
     net_loop_stats(&s->net, &ns);
     svc_counters_add(st, "rx", ns.rx);
@@ -212,8 +226,12 @@ void svc_reply_status(svc *s, net_sock *sock, const net_route *to, uint64_t requ
     svc_counters_fill(s, &cs);
     for (size_t i = 0; extra && i < extra->n; i++)
         svc_counters_add(&cs, extra->names[i], extra->c[i].value);
+    for (size_t i = 0; extra && i < extra->n_labels; i++)
+        svc_counters_label(&cs, extra->lnames[i], extra->lvalues[i]);
     rep.n_counters = cs.n;
     rep.counters = cs.ptrs;
+    rep.n_labels = cs.n_labels;
+    rep.labels = cs.lptrs;
     net_send(sock, to, GTRT__MSG_TYPE__MSG_STATUS_REPLY, &rep.base, request_id, NULL, 0);
     free(st);
     free(stp);

@@ -55,15 +55,23 @@ void svc_self_info(const svc *s, Gtrt__PeerInfo *out);
 /* Fill a StatusReply's counters from the loop's stats (plus `extra`
  * name/value pairs). The counters are allocated in `store`, which must have
  * room for SVC_MAX_COUNTERS entries, and live as long as it does. */
-#define SVC_MAX_COUNTERS 32
+#define SVC_MAX_COUNTERS 48
+#define SVC_MAX_LABELS 8
 typedef struct svc_counters {
     Gtrt__Counter c[SVC_MAX_COUNTERS];
     Gtrt__Counter *ptrs[SVC_MAX_COUNTERS];
     char names[SVC_MAX_COUNTERS][48];
     size_t n;
+    /* Text values (a merge method, ...), sent as StatusReply labels. */
+    Gtrt__Label l[SVC_MAX_LABELS];
+    Gtrt__Label *lptrs[SVC_MAX_LABELS];
+    char lnames[SVC_MAX_LABELS][48];
+    char lvalues[SVC_MAX_LABELS][64];
+    size_t n_labels;
 } svc_counters;
 void svc_counters_fill(const svc *s, svc_counters *store);
 void svc_counters_add(svc_counters *store, const char *name, uint64_t value);
+void svc_counters_label(svc_counters *store, const char *name, const char *value);
 
 /* Answer a StatusRequest: this service, the peers it tracks (may be NULL)
  * and its counters plus `extra`. */

@@ -45,6 +45,10 @@ static cJSON *status_reply_json(const char *endpoint, const Gtrt__StatusReply *r
     for (size_t i = 0; i < r->n_counters; i++)
         if (r->counters[i]->name)
             cJSON_AddNumberToObject(counters, r->counters[i]->name, (double)r->counters[i]->value);
+    cJSON *labels = cJSON_AddObjectToObject(st, "labels");
+    for (size_t i = 0; i < r->n_labels; i++)
+        if (r->labels[i]->name && r->labels[i]->value)
+            cJSON_AddStringToObject(labels, r->labels[i]->name, r->labels[i]->value);
     return st;
 }
 
@@ -109,6 +113,40 @@ static void status_print_row(FILE *f, const cJSON *p, const char *state, const c
             status_str(p, "endpoint"));
 }
 
+/* One teacher's merge and service figures (its own status object). */
+static void status_print_teacher(FILE *f, const cJSON *t)
+{
+    const cJSON *self = cJSON_GetObjectItemCaseSensitive(t, "self");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(t, "counters");
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(t, "labels");
+    const char *why = status_str(t, "error");
+    if (why[0]) {
+        fprintf(f, "teacher %s: no status (%s)\n", status_str(t, "id"), why);
+        return;
+    }
+    if (status_num(c, "has_model") == 0)
+        fprintf(f, "teacher %s: no model yet (waiting for the base checkpoint)",
+                status_str(self, "id"));
+    else
+        fprintf(f, "teacher %s: merged v%.0f (%s/%s, %.0f checkpoints, %.0f pending, %.0f refused)",
+                status_str(self, "id"), status_num(c, "teacher_version"),
+                status_str(l, "merge_method"), status_str(l, "merge_combine"),
+                status_num(c, "ckpts_merged"), status_num(c, "ckpts_pending"),
+                status_num(c, "ckpts_refused"));
+    fprintf(f, "\n  queue %.0f requests (%.0f seqs)%s; served %.0f logits + %.0f generate, "
+               "%.2f/s recently\n",
+            status_num(c, "queue_requests"), status_num(c, "queue_seqs"),
+            status_num(c, "batch_running") ? ", a batch running" : "",
+            status_num(c, "requests_logits"), status_num(c, "requests_generate"),
+            status_num(c, "recent_per_s_x1000") / 1000.0);
+    fprintf(f, "  errors %.0f (bad request %.0f, version %.0f, busy %.0f, failed %.0f); "
+               "latency p50 %.1f ms, p99 %.1f ms over the last %.0f\n",
+            status_num(c, "errors"), status_num(c, "errors_bad_request"),
+            status_num(c, "errors_version"), status_num(c, "errors_busy"),
+            status_num(c, "errors_compute"), status_num(c, "latency_p50_us") / 1000.0,
+            status_num(c, "latency_p99_us") / 1000.0, status_num(c, "recent_requests"));
+}
+
 void status_print(FILE *f, const cJSON *st)
 {
     const cJSON *self = cJSON_GetObjectItemCaseSensitive(st, "self");
@@ -127,6 +165,33 @@ void status_print(FILE *f, const cJSON *st)
     fprintf(f, "%d actor(s) and %d teacher(s) alive; messages received %.0f, bad dropped %.0f\n",
             status_count_alive(st, "actor"), status_count_alive(st, "teacher"),
             status_num(c, "rx"), status_num(c, "bad_total"));
+    if (!strcmp(status_str(self, "role"), "teacher"))
+        status_print_teacher(f, st);
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(st, "teachers"))
+        status_print_teacher(f, p);
+}
+
+/* Ask every alive teacher the learner lists for its own status, into
+ * st["teachers"] (an error entry for one that does not answer). */
+static void status_add_teachers(cJSON *st, int timeout_ms, int64_t max_msg_bytes)
+{
+    cJSON *arr = cJSON_AddArrayToObject(st, "teachers");
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(st, "peers"))
+    {
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "alive")) ||
+            strcmp(status_str(p, "role"), "teacher") || !status_str(p, "endpoint")[0])
+            continue;
+        cJSON *t = NULL;
+        err e = {0};
+        if (status_fetch(status_str(p, "endpoint"), timeout_ms, 1, max_msg_bytes, &t, &e)) {
+            t = cJSON_CreateObject();
+            cJSON_AddStringToObject(t, "id", status_str(p, "id"));
+            cJSON_AddStringToObject(t, "endpoint", status_str(p, "endpoint"));
+            cJSON_AddStringToObject(t, "error", e.msg);
+        }
+        cJSON_AddItemToArray(arr, t);
+    }
 }
 
 int status_main(int argc, char **argv)
@@ -135,7 +200,9 @@ int status_main(int argc, char **argv)
         "status", "", "Show which actors and teachers are alive.",
         "Asks the learner (default: learner.connect) or, with --teacher, a teacher for\n"
         "its membership table: ids, roles, state, uptime, versions and message counters\n"
-        "(including bad messages dropped). Exit code 1 when the service does not answer."};
+        "(including bad messages dropped), then asks every alive teacher for its merged\n"
+        "version, merge method, queue, requests, errors and latency. Exit code 1 when the\n"
+        "service does not answer."};
     const char *learner_ep = NULL, *teacher_ep = NULL;
     int json = 0;
     long timeout_ms = -1;
@@ -157,9 +224,11 @@ int status_main(int argc, char **argv)
     int tmo = timeout_ms > 0 ? (int)timeout_ms : (int)config_int(cfg, "net.request_timeout_ms");
     cJSON *st;
     err e = {0};
-    rc = status_fetch(ep, tmo, (int)config_int(cfg, "net.request_retries"),
-                      config_int(cfg, "net.max_msg_bytes"), &st, &e);
+    int64_t max_msg = config_int(cfg, "net.max_msg_bytes");
+    rc = status_fetch(ep, tmo, (int)config_int(cfg, "net.request_retries"), max_msg, &st, &e);
     config_free(cfg);
+    if (rc == 0 && !teacher_ep)
+        status_add_teachers(st, tmo, max_msg);
     if (rc) {
         fprintf(stderr, "gtrt status: %s\n", e.msg);
         return 1;

@@ -11,8 +11,9 @@
 #include "common/err.h"
 
 /* Query `endpoint` (learner or teacher ROUTER). On success *out is a JSON
- * object {"endpoint", "self": {...}, "peers": [...], "counters": {...}}
- * owned by the caller (cJSON_Delete). */
+ * object {"endpoint", "self": {...}, "peers": [...], "counters": {...},
+ * "labels": {...}} owned by the caller (cJSON_Delete). `gtrt status` adds
+ * "teachers": [...], the status objects of the learner's alive teachers. */
 int status_fetch(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
                  cJSON **out, err *e);
 /* Print a status object as a human table. */

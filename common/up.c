@@ -443,6 +443,26 @@ static void up_where(const up_ctx *u)
     fflush(stdout);
 }
 
+/* What `up` knows that a learner alone cannot: how many actors there will
+ * be. Refuse a run that could never fill one update. */
+static int up_check_config(const config *cfg)
+{
+    int64_t steps = config_int(cfg, "ppo.num_steps"), mb = config_int(cfg, "ppo.minibatch");
+    int64_t actors = config_int(cfg, "up.actors"), unacked = config_int(cfg, "actor.max_unacked_steps");
+    if (mb > steps) {
+        log_error("ppo.minibatch (%" PRId64 ") is larger than ppo.num_steps (%" PRId64 ")", mb, steps);
+        return GTRT_ECONFIG;
+    }
+    if (actors > 0 && actors * unacked < steps) {
+        log_error("up.actors (%" PRId64 ") x actor.max_unacked_steps (%" PRId64 ") is below "
+                  "ppo.num_steps (%" PRId64 "): the actors would wait for acknowledgements and "
+                  "the learner for steps, forever",
+                  actors, unacked, steps);
+        return GTRT_ECONFIG;
+    }
+    return 0;
+}
+
 int up_main(int argc, char **argv)
 {
     static const cli_cmd cmd = {
@@ -463,6 +483,10 @@ int up_main(int argc, char **argv)
     if (!cfg)
         return 2;
     log_init("up", "");
+    if (up_check_config(cfg)) {
+        config_free(cfg);
+        return 2;
+    }
     struct sigaction sa = {0};
     sa.sa_handler = up_on_signal;
     sigaction(SIGINT, &sa, NULL);

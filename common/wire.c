@@ -54,6 +54,12 @@ const ProtobufCMessageDescriptor *wire_body_descriptor(uint32_t type)
     return t ? t->desc : NULL;
 }
 
+size_t wire_body_cap(uint32_t type)
+{
+    const wire_type_info *t = wire_type_find(type);
+    return t ? t->max_body : 0;
+}
+
 const char *wire_type_name(uint32_t type)
 {
     const wire_type_info *t = wire_type_find(type);

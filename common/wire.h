@@ -55,6 +55,9 @@ void wire_msg_clear(wire_msg *m);
 
 /* Descriptor of the body message for `type`, or NULL when unknown. */
 const ProtobufCMessageDescriptor *wire_body_descriptor(uint32_t type);
+/* Largest body accepted for `type` (0 when unknown), so a sender can refuse
+ * to build a message its peer would drop. */
+size_t wire_body_cap(uint32_t type);
 /* Human name of a message type ("hello", ...), "unknown" when unknown. */
 const char *wire_type_name(uint32_t type);
 /* True for a valid sender id: 1..64 chars of [A-Za-z0-9._:@-]. */

@@ -1,10 +1,12 @@
 /* Learner service: membership, liveness and status (see learner.h). */
 #include "learner/learner.h"
 
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include <stddef.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "common/cli.h"
 #include "common/clock.h"
@@ -73,10 +75,27 @@ static void learner_welcome(learner *l, const net_route *to, uint64_t request_id
     w.heartbeat_ms = (uint32_t)l->s.heartbeat_ms;
     w.n_teachers = learner_teachers(l, infos, ptrs, LEARNER_MAX_TEACHERS_LISTED);
     w.teachers = ptrs;
-    Gtrt__CkptAnnounce ck;
+    Gtrt__CkptAnnounce ck, base;
     if (ckpt_server_latest(&l->ckpts, &ck))
         w.checkpoint = &ck;
+    if (ckpt_server_base(&l->ckpts, &base))
+        w.base_checkpoint = &base; /* teachers merge relative to it */
     net_send(l->router, to, GTRT__MSG_TYPE__MSG_WELCOME, &w.base, request_id, NULL, 0);
+}
+
+/* An actor we never welcomed: this learner restarted while the actor kept
+ * beating. Tell it we do not know it (a rejection without seqs), so that it
+ * registers again and resends every batch it holds unacknowledged; joining
+ * it silently would strand the batches our previous run had not learned. */
+static void learner_ask_register(learner *l, net_sock *sock, const net_route *from,
+                                 const char *id)
+{
+    l->heartbeats_unregistered++;
+    log_info("actor %s beats without having registered; asking it to register", id);
+    Gtrt__TrajAck ack = GTRT__TRAJ_ACK__INIT;
+    ack.has_status = 1;
+    ack.status = GTRT__ACK_STATUS__ACK_REJECTED;
+    net_send(sock, from, GTRT__MSG_TYPE__MSG_TRAJ_ACK, &ack.base, 0, NULL, 0);
 }
 
 /* ==== updates ==== */
@@ -84,16 +103,19 @@ static void learner_welcome(learner *l, const net_route *to, uint64_t request_id
 static void learner_update_done(uv_work_t *w, int status)
 {
     learner *l = (learner *)((char *)w - offsetof(learner, L.work));
+    err e = {0};
+    if (status) /* cancelled: learn_after_update still frees the batch */
+        l->L.wrc = err_set(&l->L.werr, GTRT_ESTATE, "update cancelled: %s", uv_strerror(status));
     if (l->s.stopping) {
-        /* Sockets are closed: record the batches as learned from, so a
-         * resumed learner does not learn them twice. */
-        l->L.busy = false;
-        ingest_done(&l->L.g, NULL, l->L.batch_of, l->L.n_batch);
+        /* Sockets are closed: only record the new version, so a resumed
+         * learner goes on from it; the actors resend the batches and are
+         * told they are duplicates. */
+        if (learn_after_update(&l->L, NULL, NULL, &e))
+            log_error("update failed while stopping: %s", e.msg);
         return;
     }
-    err e = {0};
-    if (status || learn_after_update(&l->L, &l->ckpts, l->router, &e)) {
-        log_error("update failed: %s", status ? uv_strerror(status) : e.msg);
+    if (learn_after_update(&l->L, &l->ckpts, l->router, &e)) {
+        log_error("update failed: %s", e.msg);
         svc_stop(&l->s, 1);
         return;
     }
@@ -104,7 +126,7 @@ static void learner_update_done(uv_work_t *w, int status)
 static void learner_maybe_update(learner *l)
 {
     if (!l->s.stopping)
-        learn_maybe_update(&l->L, &l->s.loop, l->router, learner_update_done);
+        learn_maybe_update(&l->L, &l->s.loop, learner_update_done);
 }
 
 /* ==== messages ==== */
@@ -127,7 +149,13 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
     case GTRT__MSG_TYPE__MSG_HEARTBEAT:
         if (!member)
             break;
-        learner_heard(l, from, msg, ((const Gtrt__Heartbeat *)msg->body)->peer);
+        if (role == GTRT__ROLE__ROLE_ACTOR && !peers_find(&l->peers, msg->hdr->sender_id)) {
+            learner_ask_register(l, sock, from, msg->hdr->sender_id);
+            return;
+        }
+        if (learner_heard(l, from, msg, ((const Gtrt__Heartbeat *)msg->body)->peer) &&
+            role == GTRT__ROLE__ROLE_ACTOR)
+            ingest_refresh_route(&l->L.g, msg->hdr->sender_id, from);
         return;
     case GTRT__MSG_TYPE__MSG_BYE: {
         peer *p = peers_find(&l->peers, msg->hdr->sender_id);
@@ -156,7 +184,7 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
             net_send(sock, from, GTRT__MSG_TYPE__MSG_TRAJ_ACK, &ack.base, 0, NULL, 0);
             return;
         }
-        ingest_on_batch(&l->L.g, sock, from, msg->hdr->sender_id, msg, l->L.version);
+        ingest_on_batch(&l->L.g, NULL, from, msg->hdr->sender_id, msg, l->L.version);
         learner_maybe_update(l);
         return;
     }
@@ -177,6 +205,12 @@ static void learner_on_msg(net_sock *sock, const net_route *from, const wire_msg
         svc_counters_add(&extra, "batches_duplicate", l->L.g.stats.duplicates);
         svc_counters_add(&extra, "batches_unregistered", l->traj_unregistered);
         svc_counters_add(&extra, "steps_buffered", l->L.g.n_steps);
+        /* every step of every acknowledged batch, over the whole run (its split
+         * by outcome is in ingest-state.txt), and the steps not settled yet */
+        svc_counters_add(&extra, "steps_settled_total", l->L.g.stats.settled.steps);
+        svc_counters_add(&extra, "steps_open", ingest_open_steps(&l->L.g));
+        svc_counters_add(&extra, "acks_waiting", l->L.g.n_out);
+        svc_counters_add(&extra, "heartbeats_unregistered", l->heartbeats_unregistered);
         svc_reply_status(&l->s, sock, from, rid, &l->peers, &extra);
         return;
     }
@@ -203,6 +237,16 @@ static void learner_sweep_cb(uv_timer_t *h)
         log_warn("... and %zu more peers are gone", ngone - 64);
 }
 
+/* Once per loop iteration, after the messages it brought: write what the
+ * ingest settled, then send the acks that were waiting for it (and retry
+ * those that could not be sent). */
+static void learner_flush_cb(uv_check_t *h)
+{
+    learner *l = h->data;
+    if (l->L.state_ok && !l->s.stopping)
+        ingest_flush(&l->L.g, l->router);
+}
+
 static void learner_on_beat(svc *s)
 {
     learner *l = (learner *)s;
@@ -213,9 +257,11 @@ static void learner_on_beat(svc *s)
     hb.peer = &self;
     hb.n_teachers = learner_teachers(l, infos, ptrs, LEARNER_MAX_TEACHERS_LISTED);
     hb.teachers = ptrs;
-    Gtrt__CkptAnnounce ck;
+    Gtrt__CkptAnnounce ck, base;
     if (ckpt_server_latest(&l->ckpts, &ck))
         hb.checkpoint = &ck;
+    if (ckpt_server_base(&l->ckpts, &base))
+        hb.base_checkpoint = &base;
     for (size_t i = 0; i < l->peers.n; i++)
         if (l->peers.v[i].alive)
             net_send(l->router, &l->peers.v[i].route, GTRT__MSG_TYPE__MSG_HEARTBEAT, &hb.base, 0,
@@ -227,7 +273,11 @@ static void learner_on_stop(svc *s)
     learner *l = (learner *)s;
     if (l->L.busy)
         log_info("waiting for the update in progress to finish");
-    uv_close((uv_handle_t *)&l->sweep, NULL);
+    /* Either may not exist yet when set-up failed (svc_abort). */
+    if (l->sweep.loop && !uv_is_closing((uv_handle_t *)&l->sweep))
+        uv_close((uv_handle_t *)&l->sweep, NULL);
+    if (l->flush.loop && !uv_is_closing((uv_handle_t *)&l->flush))
+        uv_close((uv_handle_t *)&l->flush, NULL);
     prom_server_close(&l->L.prom); /* its listening socket would keep the loop alive */
     log_info("stopping; %zu actors and %zu teachers were alive",
              peers_count_alive(&l->peers, GTRT__ROLE__ROLE_ACTOR),
@@ -236,7 +286,7 @@ static void learner_on_stop(svc *s)
 
 /* ==== life cycle ==== */
 
-int learner_init(learner *l, const config *cfg, err *e)
+int learner_init(learner *l, const config *cfg, const char *resume_dir, err *e)
 {
     int rc = svc_init(&l->s, cfg, GTRT__ROLE__ROLE_LEARNER, "learner", config_str(cfg, "learner.id"), e);
     if (rc)
@@ -251,6 +301,10 @@ int learner_init(learner *l, const config *cfg, err *e)
     l->sweep.data = l;
     uint64_t every = l->s.heartbeat_ms / 4 ? l->s.heartbeat_ms / 4 : 1;
     uv_timer_start(&l->sweep, learner_sweep_cb, every, every);
+    uv_check_init(&l->s.loop, &l->flush);
+    l->flush.data = l;
+    uv_check_start(&l->flush, learner_flush_cb);
+    uv_unref((uv_handle_t *)&l->flush); /* never what keeps the loop running */
     l->router = net_sock_new(&l->s.net, ZMQ_ROUTER, "router", learner_on_msg, l, e);
     if (!l->router)
         return e ? e->code : GTRT_ENET;
@@ -263,7 +317,8 @@ int learner_init(learner *l, const config *cfg, err *e)
         return l->pub ? rc : GTRT_ENET;
     ckpt_server_init(&l->ckpts, l->pub, (uint32_t)config_int(cfg, "net.chunk_bytes"));
     log_info("listening on %s, announcing on %s", bind, pub);
-    if ((rc = learn_init(&l->L, cfg, &l->s.loop, e)) || (rc = learn_publish_initial(&l->L, &l->ckpts, e)))
+    if ((rc = learn_init(&l->L, cfg, &l->s.loop, resume_dir, e)) ||
+        (rc = learn_publish_initial(&l->L, &l->ckpts, e)))
         return rc;
     l->s.model_version = l->L.version;
     log_info("run directory %s; serving policy v%llu", l->L.run_dir,
@@ -273,14 +328,28 @@ int learner_init(learner *l, const config *cfg, err *e)
 
 void learner_deinit(learner *l)
 {
-    if (l->L.cfg) {
-        err e = {0};
-        if (learn_save_state(&l->L, &e))
-            log_warn("%s", e.msg);
-    }
+    err e = {0};
+    if (learn_save_state(&l->L, &e)) /* a no-op unless set-up finished */
+        log_error("%s", e.msg);
     learn_deinit(&l->L);
     peers_deinit(&l->peers);
     ckpt_server_deinit(&l->ckpts);
+}
+
+/* With --resume and no --config, the run's own config.ini is the
+ * configuration (--set still applies on top). 0, or 1 after printing why. */
+static int learner_resume_config(const char *run_dir, cli_common *common, char *buf, size_t n)
+{
+    if (common->config_path)
+        return 0;
+    snprintf(buf, n, "%s/config.ini", run_dir);
+    if (access(buf, R_OK) == 0) {
+        common->config_path = buf;
+        return 0;
+    }
+    fprintf(stderr, "gtrt learner: cannot resume %s: %s: %s%s\n", run_dir, buf, strerror(errno),
+            access(run_dir, F_OK) ? "" : " (not a run directory? runs are in run.out_dir/run.name)");
+    return 1;
 }
 
 int learner_main(int argc, char **argv)
@@ -288,18 +357,32 @@ int learner_main(int argc, char **argv)
     static const cli_cmd cmd = {
         "learner", "", "Run the learner: the hub actors and teachers register with.",
         "Binds learner.bind, tracks which actors and teachers are alive (a peer silent for\n"
-        "net.liveness heartbeat intervals is gone) and answers `gtrt status`.\n"
-        "Stops cleanly on SIGINT or SIGTERM (exit code 0)."};
+        "net.liveness heartbeat intervals is gone) and answers `gtrt status`. Trains on\n"
+        "the actors' steps and writes each version to run.out_dir/run.name/checkpoints.\n"
+        "Stops cleanly on SIGINT or SIGTERM (exit code 0), finishing the update in flight.\n"
+        "\n"
+        "--resume RUN_DIR continues a stopped or killed run from the last version it\n"
+        "recorded (RUN_DIR/ingest-state.txt): the same policy, optimizer state and record\n"
+        "of which actor batches it learned from; the next update writes the next version,\n"
+        "and ppo.updates counts the updates of the whole run. Its configuration is\n"
+        "RUN_DIR/config.ini unless --config is given; --set applies on top."};
+    const char *resume = NULL;
+    const cli_opt opts[] = {
+        {"resume", CLI_STR, &resume, "RUN_DIR", "continue the run in RUN_DIR where it stopped"},
+        {0}};
     cli_common common;
-    int rc = cli_parse(argc, argv, &cmd, NULL, &common, NULL, NULL, 0);
+    int rc = cli_parse(argc, argv, &cmd, opts, &common, NULL, NULL, 0);
     if (rc)
         return rc > 0 ? 0 : 2;
+    char cfg_path[1024];
+    if (resume && learner_resume_config(resume, &common, cfg_path, sizeof cfg_path))
+        return 1;
     config *cfg = cli_config(&common);
     if (!cfg)
         return 2;
     learner l = {0};
     err e = {0};
-    rc = learner_init(&l, cfg, &e);
+    rc = learner_init(&l, cfg, resume, &e);
     if (rc) {
         log_error("%s", e.msg);
         svc_abort(&l.s);

@@ -17,12 +17,15 @@ typedef struct learner {
     ckpt_server ckpts; /* checkpoints served to actors and teachers */
     peer_table peers;
     uv_timer_t sweep; /* liveness checks, 4 per heartbeat interval */
+    uv_check_t flush; /* ingest state to disk, then acks: once per loop iteration */
     uint64_t peers_refused; /* registrations refused: table full */
     uint64_t traj_unregistered; /* trajectory batches from unknown actors */
+    uint64_t heartbeats_unregistered; /* actors asked to register again */
     learn L;
 } learner;
 
-int learner_init(learner *l, const config *cfg, err *e);
+/* resume_dir: continue that run (see learn_init); NULL: a new run. */
+int learner_init(learner *l, const config *cfg, const char *resume_dir, err *e);
 void learner_deinit(learner *l);
 
 /* `gtrt learner`: run the learner service until SIGINT/SIGTERM. */

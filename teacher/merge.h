@@ -25,18 +25,40 @@
  * largest magnitude, and among the entries equal to it the lowest indices
  * first. The k-th largest is found in O(n), never by sorting: a sample
  * brackets it, one pass counts the entries above the bracket and gathers
- * those inside, quickselect finishes (Floyd-Rivest; a missed bracket is
- * detected and that input rescanned). Each input is read twice (threshold
- * pass, then trim + vote + mean block by block) and the teacher written
- * once. Arithmetic: tau = theta - base in float32; the sign vote (ties
- * vote +), sums and the average in double; the result rounded to float32
- * once. tests/python/test_merge_numpy.py restates all of this in NumPy.
+ * those inside with their indices, a radix selection finishes (Floyd-Rivest;
+ * a missed bracket is detected and that input rescanned). A merger makes
+ * that pass over a checkpoint in merge_add, together with the finite check,
+ * and over the teacher while merge_run writes it; so per checkpoint
+ * merge_add reads it and the base once, and merge_run reads the teacher,
+ * the checkpoints and the base once and writes the teacher once.
  *
- * Memory: the base, the teacher, the pending checkpoints and, for TIES, one
- * gather buffer per input the size of the largest tensor. A merger is
- * used by one thread at a time; merge_run updates the teacher in place, so
- * a service serving queries double-buffers by copying merge_teacher() into
- * its spare model after merge_run returns. */
+ * Arithmetic: tau = theta - base in float32. The sign vote: the weighted
+ * sum of the trimmed task vectors in double (ties vote +). The disjoint
+ * mean in float32: with the weights scaled by the power of two 2^-e that
+ * puts the largest in [1, 2), wf_i = float32(w_i 2^-e) (exact for integer
+ * SMA weights), num = sum of wf_i tau_i and den = sum of wf_i over the
+ * agreeing inputs in input order, and the result base + float32(lambda) *
+ * (num / den), or the base where none agrees; every operation rounded to
+ * float32. A merge's result so differs from an all-double evaluation of
+ * the same inputs by at most one float32 ulp of the result plus
+ * (2m + 4) 2^-24 lambda |mean| for m inputs. When a weight is below 2^-60
+ * of the largest (float32 products of it could underflow), the mean is
+ * taken in double instead and the result rounded to float32 once. Linear:
+ * the normalised weighted sum in double, rounded once.
+ * tests/python/test_merge_numpy.py restates all of this in NumPy.
+ *
+ * The loops run as AVX-512, AVX2 or portable C (merge_simd), and split
+ * each tensor between merge_set_threads threads; the results are the same
+ * bits on every path and thread count (the vector loops vote in float32
+ * with an error bound and redo in double whatever the bound leaves open).
+ *
+ * Memory: the base, the teacher, the pending checkpoints and, for TIES, a
+ * gather buffer of 8 bytes per entry of the largest tensor, kept between
+ * merges. Sets of a few MB and more ask for transparent huge pages, which
+ * make them much cheaper to fill and to free. A merger is used by one
+ * thread at a time; merge_run updates the teacher in place, so a service
+ * serving queries double-buffers by copying merge_teacher() into its spare
+ * model after merge_run returns. */
 #ifndef GTRT_MERGE_H
 #define GTRT_MERGE_H
 
@@ -154,6 +176,10 @@ int merge_n_pending(const merger *m);
  * previous teacher as an input) and drop them. Nothing pending: no-op. On
  * failure (memory) the teacher and the queue are as they were. */
 int merge_run(merger *m, err *e);
+/* Split the work of merge_add and merge_run between n threads (1 to 64):
+ * the calling thread and n - 1 workers that the merger keeps until
+ * merge_free or the next call. The results do not depend on n. */
+int merge_set_threads(merger *m, int n, err *e);
 const merge_tset *merge_teacher(const merger *m);
 const merge_tset *merge_base(const merger *m);
 /* Checkpoints folded into the teacher so far. */
@@ -165,6 +191,16 @@ const merge_opts *merge_options(const merger *m);
  * (merge_method, merge_combine, merge_alpha, merge_density, merge_lambda,
  * merge_count, merge_version, merge_sources) and `extra`. */
 int merge_save(const merger *m, const char *path, const st_kv *extra, int n_extra, err *e);
+
+/* ==== vector code ==== */
+
+/* The instructions the merge loops use: "avx512", "avx2" or "portable"
+ * (plain C), the widest this CPU runs, chosen once. Every path gives the
+ * same bits. */
+const char *merge_simd(void);
+/* Use the path `name` instead (if this CPU runs it), e.g. to compare the
+ * paths; not while a merge runs. */
+int merge_simd_use(const char *name, err *e);
 
 /* `gtrt merge BASE CKPT... -o OUT.safetensors`: the offline merge. */
 int merge_main(int argc, char **argv);

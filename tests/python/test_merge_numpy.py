@@ -4,8 +4,10 @@ The merge rules are restated here from their specification (teacher/merge.h)
 with NumPy only: SMA and EMA weights over an incremental merge whose previous
 teacher is one of the inputs, linear averaging, and TIES (trim each task
 vector to the top `density` fraction by magnitude with exact-k ties broken by
-lowest index via a stable sort, elect signs by the weighted sum, weighted
-disjoint mean, lambda, back onto the base). Random tensors of several shapes,
+lowest index via a stable sort, elect signs by the weighted sum in double,
+weighted disjoint mean in float32 (in double when the weights are more than
+2^60 apart), lambda, back onto the base). That one merge's float32 mean
+stays within the tolerance of an all-double one is checked here too. Random tensors of several shapes,
 some with many exact ties, are written as safetensors files by this script
 (8-byte little-endian header length, JSON header, raw bytes); the real
 `$GTRT_BUILD_DIR/gtrt merge` merges them for every method and combination,
@@ -80,22 +82,47 @@ def trim(tau, density):
     return np.where(mask, flat, np.float32(0)).reshape(tau.shape)
 
 
-def ties(base, inputs, weights, density, lam):
+def mean_f64(b, taus, act, s, lam):
+    """The disjoint mean in double, rounded once onto the base."""
+    num, den = np.zeros(b.shape), np.zeros(b.shape)
+    for t, (_, w) in zip(taus, act):
+        agree = (t != 0) & ((t > 0) == (s >= 0))
+        num = num + np.where(agree, w * t, 0.0)
+        den = den + np.where(agree, w, 0.0)
+    safe = np.where(den > 0, den, 1.0)
+    merged = np.where(den > 0, b.astype(np.float64) + lam * (num / safe), b.astype(np.float64))
+    return merged.astype(np.float32)
+
+
+def mean_f32(b, taus, act, s, lam):
+    """The disjoint mean in float32: weights scaled by the power of two that
+    puts the largest in [1, 2), sums in input order, the mean added to the
+    base times float32(lambda), every operation rounded to float32."""
+    e = math.frexp(max(w for _, w in act))[1] - 1
+    num, den = np.zeros(b.shape, np.float32), np.zeros(b.shape, np.float32)
+    for t, (_, w) in zip(taus, act):
+        t32 = t.astype(np.float32)
+        wf = np.float32(math.ldexp(w, -e))
+        agree = (t32 != 0) & ((t32 > 0) == (s >= 0))
+        num = np.where(agree, num + wf * t32, num)
+        den = np.where(agree, den + wf, den)
+    safe = np.where(den > 0, den, np.float32(1))
+    return (b + np.float32(lam) * (num / safe)).astype(np.float32)
+
+
+def ties(base, inputs, weights, density, lam, mean=None):
     act = [(x, w) for x, w in zip(inputs, weights) if w > 0]
+    ws = [w for _, w in act]
+    if mean is None:
+        # float32 unless some weight is below 2^-60 of the largest
+        mean = mean_f64 if min(ws) < max(ws) * 2.0 ** -60 else mean_f32
     out = {}
     for name, b in base.items():
         taus = [trim((x[name] - b).astype(np.float32), density).astype(np.float64) for x, _ in act]
         s = np.zeros(b.shape)
         for t, (_, w) in zip(taus, act):
             s = s + w * t
-        num, den = np.zeros(b.shape), np.zeros(b.shape)
-        for t, (_, w) in zip(taus, act):
-            agree = (t != 0) & ((t > 0) == (s >= 0))
-            num = num + np.where(agree, w * t, 0.0)
-            den = den + np.where(agree, w, 0.0)
-        safe = np.where(den > 0, den, 1.0)
-        merged = np.where(den > 0, b.astype(np.float64) + lam * (num / safe), b.astype(np.float64))
-        out[name] = merged.astype(np.float32)
+        out[name] = mean(b, taus, act, s, lam)
     return out
 
 
@@ -200,7 +227,24 @@ CASES = [
     ("ema", "linear", 0.2, 0.8, 1.0, 2),
     ("sma", "ties", 0.5, 1.0, 1.0, 1),
     ("ema", "ties", 1.0, 0.8, 1.0, 1),
+    # the teacher weighs (1e-4)^5, below 2^-60 of the newest: the double mean
+    ("ema", "ties", 0.9999, 0.8, 1.0, 5),
 ]
+
+
+def check_f32_mean(base, ckpts, failures):
+    """One merge, explicit inputs: the float32 mean against the double one."""
+    worst = 0.0
+    for ws in ([3.0, 1.0], [0.7, 0.3], [1.0, 1.0, 1.0], [0.125, 0.375, 0.5], [5.0, 1.0, 1.0, 1.0]):
+        inputs = ckpts[:len(ws)]
+        for density in (0.8, 0.25, 1.0):
+            a = ties(base, inputs, ws, density, 1.3, mean_f32)
+            b = ties(base, inputs, ws, density, 1.3, mean_f64)
+            for name in a:
+                worst = max(worst, float(np.max(np.abs(a[name].astype(np.float64) - b[name]))))
+    print("%-60s max |float32 - double| = %.3g" % ("one merge, float32 mean vs double mean", worst))
+    if not worst <= TOL:
+        failures.append("float32 mean differs from the double mean by %.3g" % worst)
 
 
 def run_cases(gtrt, tmp, tag, base, ckpts, meta, failures):
@@ -281,6 +325,7 @@ def main():
         base, ckpts = make_data(rng, 5)
         meta = {"format": "gtrt-model-1", "n_head": "4", "note": "random"}
         run_cases(gtrt, tmp, "random", base, ckpts, meta, failures)
+        check_f32_mean(base, ckpts, failures)
         check_refusal(gtrt, tmp, base, ckpts[0], failures)
         real_checkpoint_case(build, gtrt, tmp, rng, failures)
     if failures:

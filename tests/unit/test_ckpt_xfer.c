@@ -179,3 +179,74 @@ Test(ckpt_xfer, server_refuses_unknown_versions)
     cr_expect_eq(a.total_bytes, 10);
     ckpt_server_deinit(&cs);
 }
+
+/* Version 0, the merge base of teachers, stays served however many
+ * versions follow (only the latest two of those are kept), so a teacher
+ * that starts late still gets it. */
+Test(ckpt_xfer, base_version_stays_served)
+{
+    fixture fx;
+    setup(&fx, 9000, CKPT_MIN_CHUNK, "d");
+    for (uint64_t v = 0; v <= 4; v++)
+        publish(&fx, v);
+    Gtrt__CkptAnnounce latest, base;
+    cr_assert(ckpt_server_latest(&fx.cs, &latest));
+    cr_expect_eq(latest.version, 4);
+    cr_assert(ckpt_server_base(&fx.cs, &base));
+    cr_expect_eq(base.version, 0);
+    cr_expect_eq(fx.cs.kept[1].version, 3, "the previous version is no longer kept");
+    ckpt_fetcher_offer(&fx.f, &base);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    cr_expect_eq(fx.delivered, 1, "the base was not delivered");
+    cr_expect_eq(fx.got_version, 0);
+    cr_expect(fx.equal);
+    cr_expect_eq(fx.cs.bad_requests, 0);
+    teardown(&fx);
+}
+
+/* A resumed learner publishes its latest version and its base in either
+ * order; the base is published once. A fetcher told it has a version
+ * ignores offers of it. */
+Test(ckpt_xfer, base_published_once_in_any_order)
+{
+    ckpt_server cs;
+    ckpt_server_init(&cs, NULL, CKPT_MIN_CHUNK);
+    err e = {0};
+    uint8_t *d = calloc(1, 10);
+    cr_expect_eq(ckpt_server_publish(&cs, 5, "v5", d, 10, &e), 0, "%s", e.msg);
+    Gtrt__CkptAnnounce a;
+    cr_expect_not(ckpt_server_base(&cs, &a));
+    d = calloc(1, 20);
+    cr_expect_eq(ckpt_server_publish(&cs, 0, "v0", d, 20, &e), 0, "%s", e.msg);
+    cr_assert(ckpt_server_base(&cs, &a));
+    cr_expect_eq(a.total_bytes, 20);
+    cr_assert(ckpt_server_latest(&cs, &a));
+    cr_expect_eq(a.version, 5, "the base replaced the latest");
+    d = calloc(1, 20);
+    cr_expect_eq(ckpt_server_publish(&cs, 0, "v0", d, 20, &e), GTRT_EINVAL, "base twice");
+    ckpt_server_deinit(&cs);
+
+    ckpt_server_init(&cs, NULL, CKPT_MIN_CHUNK);
+    d = calloc(1, 10);
+    cr_expect_eq(ckpt_server_publish(&cs, 0, "v0", d, 10, &e), 0, "%s", e.msg);
+    cr_assert(ckpt_server_latest(&cs, &a));
+    cr_expect_eq(a.version, 0, "the base alone is also the latest");
+    ckpt_server_deinit(&cs);
+}
+
+Test(ckpt_xfer, fetcher_ignores_what_it_has)
+{
+    fixture fx;
+    setup(&fx, 5000, CKPT_MIN_CHUNK, "e");
+    publish(&fx, 0);
+    Gtrt__CkptAnnounce a;
+    cr_assert(ckpt_server_base(&fx.cs, &a));
+    ckpt_fetcher_offer(&fx.f, &a);
+    cr_expect(fx.f.active);
+    ckpt_fetcher_have(&fx.f, 0); /* it arrived another way: the fetch is dropped */
+    cr_expect_not(fx.f.active);
+    ckpt_fetcher_offer(&fx.f, &a);
+    cr_expect_not(fx.f.active, "fetching a version it has");
+    stop_all(&fx);
+    teardown(&fx);
+}

@@ -1,5 +1,7 @@
 /* AdamW against its formula, weight-decay ranges, clipping, the cosine
- * schedule, and a few real training steps of the model. */
+ * schedule, a few real training steps of the model, and its state on disk
+ * (a reloaded state continues bit for bit; a state that does not fit is
+ * refused). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,6 +9,7 @@
 
 #include "common/model.h"
 #include "common/optim.h"
+#include "tests/unit/test_util.h"
 
 Test(optim, adamw_matches_the_formula)
 {
@@ -150,4 +153,176 @@ Test(optim, training_steps_fit_a_batch)
     cr_expect(fabsf(v_last - 1.0f) < 0.2f, "value %g did not approach 1", v_last);
     optim_free(o);
     model_free(m);
+}
+
+/* ==== state on disk ==== */
+
+/* A gradient sequence that depends on the step and the parameters, so a
+ * wrong moment or step after reloading changes every later update. */
+static void fake_grads(const float *p, float *g, size_t n, int step)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = sinf(0.37f * (float)i + 0.11f * (float)step) * (1.0f + 0.5f * p[i]);
+}
+
+static optim *small_optim(size_t n)
+{
+    optim_config c;
+    optim_config_default(&c);
+    c.lr = 0.05f;
+    c.weight_decay = 0.1f;
+    c.warmup_steps = 3;
+    c.total_steps = 20;
+    c.min_lr = 0.001f;
+    optim_range dec[1] = {{2, n / 2}};
+    optim *o;
+    err e = {0};
+    cr_assert_eq(optim_new(&c, n, dec, 1, &o, &e), 0, "%s", e.msg);
+    return o;
+}
+
+/* 5 steps, save, 7 more; against 5 steps, save, load into a fresh
+ * optimiser and parameters copied from the file's moment of saving, 7 more:
+ * the parameters, moments and step agree bit for bit. */
+Test(optim, state_round_trip_continues_bit_for_bit)
+{
+    enum { N = 37 };
+    char *dir = tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/optim.safetensors", dir);
+    optim *a = small_optim(N);
+    float p[N], g[N], saved[N];
+    for (int i = 0; i < N; i++)
+        p[i] = 0.01f * (float)i - 0.2f;
+    int step = 0;
+    for (; step < 5; step++) {
+        fake_grads(p, g, N, step);
+        optim_step(a, p, g);
+    }
+    err e = {0};
+    st_kv meta[] = {{"note", "test"}};
+    cr_assert_eq(optim_save(a, path, NULL, 0, meta, 1, &e), 0, "%s", e.msg);
+    memcpy(saved, p, sizeof p);
+    for (int k = step; k < 12; k++) {
+        fake_grads(p, g, N, k);
+        optim_step(a, p, g);
+    }
+    optim *b = small_optim(N);
+    st_file *f;
+    cr_assert_eq(st_open(path, &f, &e), 0, "%s", e.msg);
+    cr_expect_str_eq(st_meta(f, "note"), "test");
+    cr_assert_eq(optim_load(b, f, &e), 0, "%s", e.msg);
+    st_close(f);
+    cr_expect_eq(b->step, 5);
+    for (int k = step; k < 12; k++) {
+        fake_grads(saved, g, N, k);
+        optim_step(b, saved, g);
+    }
+    cr_expect_eq(memcmp(saved, p, sizeof p), 0, "parameters differ after resuming");
+    cr_expect_eq(memcmp(a->m, b->m, 2 * N * sizeof(float)), 0, "moments differ after resuming");
+    cr_expect_eq(a->step, b->step);
+    optim_free(a);
+    optim_free(b);
+    rmtree(dir);
+}
+
+/* Write a file with the given tensors as an optimizer state would be. */
+static void write_state(const char *path, const char *format, const char *n_params,
+                        const st_entry *t, int n)
+{
+    st_kv meta[] = {{"format", format}, {"n_params", n_params}};
+    err e = {0};
+    cr_assert_eq(st_write(path, t, n, meta, 2, &e), 0, "%s", e.msg);
+}
+
+static void expect_refused(optim *o, const char *path, const char *needle)
+{
+    st_file *f;
+    err e = {0};
+    cr_assert_eq(st_open(path, &f, &e), 0, "%s", e.msg);
+    int64_t step = o->step;
+    float m0 = o->m[0];
+    cr_expect_neq(optim_load(o, f, &e), 0, "%s was accepted", needle);
+    cr_expect(strstr(e.msg, needle) != NULL, "message \"%s\" lacks \"%s\"", e.msg, needle);
+    cr_expect(strstr(e.msg, path) != NULL, "message \"%s\" does not name the file", e.msg);
+    cr_expect_eq(o->step, step, "a refused file changed the step");
+    cr_expect_eq(o->m[0], m0, "a refused file changed the moments");
+    st_close(f);
+}
+
+Test(optim, load_refuses_a_state_that_does_not_fit)
+{
+    char *dir = tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/bad.safetensors", dir);
+    optim *o = small_optim(8);
+    o->m[0] = 0.5f;
+    o->step = 3;
+    float m[8] = {0}, v[8] = {0}, m9[9] = {0};
+    uint16_t h[8] = {0};
+    int64_t step = 4;
+    st_entry ok_step = {"optim.step", ST_I64, 1, {1}, &step};
+
+    write_state(path, "gtrt-optim-1", "9",
+                (st_entry[]){{"optim.m", ST_F32, 1, {9}, m9}, {"optim.v", ST_F32, 1, {9}, m9}, ok_step},
+                3);
+    expect_refused(o, path, "for 9 parameters, but the policy has 8");
+    write_state(path, "gtrt-optim-1", "8",
+                (st_entry[]){{"optim.m", ST_F16, 1, {8}, h}, {"optim.v", ST_F32, 1, {8}, v}, ok_step},
+                3);
+    expect_refused(o, path, "optim.m is F16");
+    write_state(path, "gtrt-optim-1", "8",
+                (st_entry[]){{"optim.m", ST_F32, 2, {2, 4}, m}, {"optim.v", ST_F32, 1, {8}, v}, ok_step},
+                3);
+    expect_refused(o, path, "optim.m is F32 with 2 dims");
+    write_state(path, "gtrt-optim-1", "8",
+                (st_entry[]){{"optim.m", ST_F32, 1, {8}, m}, {"optim.v", ST_F32, 1, {8}, v}}, 2);
+    expect_refused(o, path, "no tensor optim.step");
+    write_state(path, "something-else", "8",
+                (st_entry[]){{"optim.m", ST_F32, 1, {8}, m}, {"optim.v", ST_F32, 1, {8}, v}, ok_step},
+                3);
+    expect_refused(o, path, "format \"something-else\"");
+    v[3] = -1.0f; /* a second moment is a running mean of squares */
+    write_state(path, "gtrt-optim-1", "8",
+                (st_entry[]){{"optim.m", ST_F32, 1, {8}, m}, {"optim.v", ST_F32, 1, {8}, v}, ok_step},
+                3);
+    expect_refused(o, path, "not finite");
+    v[3] = 0.0f;
+    m[5] = NAN;
+    write_state(path, "gtrt-optim-1", "8",
+                (st_entry[]){{"optim.m", ST_F32, 1, {8}, m}, {"optim.v", ST_F32, 1, {8}, v}, ok_step},
+                3);
+    expect_refused(o, path, "not finite");
+    /* and a good one is taken */
+    m[5] = 0.25f;
+    write_state(path, "gtrt-optim-1", "8",
+                (st_entry[]){{"optim.m", ST_F32, 1, {8}, m}, {"optim.v", ST_F32, 1, {8}, v}, ok_step},
+                3);
+    st_file *f;
+    err e = {0};
+    cr_assert_eq(st_open(path, &f, &e), 0, "%s", e.msg);
+    cr_expect_eq(optim_load(o, f, &e), 0, "%s", e.msg);
+    st_close(f);
+    cr_expect_eq(o->step, 4);
+    cr_expect_eq(o->m[5], 0.25f);
+    cr_expect_eq(o->m[0], 0.0f);
+    optim_free(o);
+    rmtree(dir);
+}
+
+Test(optim, save_refuses_reserved_names)
+{
+    char *dir = tmpdir();
+    char path[256];
+    snprintf(path, sizeof path, "%s/x.safetensors", dir);
+    optim *o = small_optim(4);
+    int64_t x = 1;
+    err e = {0};
+    st_entry t = {"optim.extra", ST_I64, 1, {1}, &x};
+    cr_expect_neq(optim_save(o, path, &t, 1, NULL, 0, &e), 0);
+    st_kv kv = {"format", "mine"};
+    cr_expect_neq(optim_save(o, path, NULL, 0, &kv, 1, &e), 0);
+    cr_expect_neq(access(path, F_OK), 0, "a refused save wrote a file");
+    optim_free(o);
+    rmtree(dir);
 }
