@@ -268,6 +268,7 @@ static void actor_rollout_config(actor *a, const config *cfg)
         h = (h ^ (uint8_t)*p) * 1099511628211ull;
     a->rc.seed = (uint64_t)config_int(cfg, "run.seed") ^ h;
     a->rc.format_reward = true;
+    a->rc.correct = strcmp(config_str(cfg, "run.mode"), "gtr") == 0; /* GTR's oracle corrector */
     env_params_from_config(&a->ep, cfg);
 }
 

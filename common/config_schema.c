@@ -10,6 +10,24 @@ const cfg_key config_schema[] = {
     {"run", "name", CFG_STR, "local", 0, 0, "run name, used in output paths"},
     {"run", "out_dir", CFG_STR, "runs", 0, 0, "directory where runs write outputs"},
     {"run", "seed", CFG_INT, "1", 0, 9.2e18, "root seed of every random stream"},
+    {"run", "mode", CFG_STR, "ppo", 0, 0,
+     "training method: ppo (RL4VLM: PPO alone) | gtr (PPO + SFT on the env oracle's corrected "
+     "thoughts, DAgger-aggregated; see [guide])"},
+
+    /* ---- guide: the guidance terms of gtr and GTR-Turbo ---- */
+    {"guide", "sft_coef", CFG_DOUBLE, "1", 0, 1e6,
+     "SFT guidance loss coefficient (one SFT minibatch per PPO minibatch, same optimiser step)"},
+    {"guide", "sft_batch", CFG_INT, "16", 1, 100000, "SFT guidance samples per PPO minibatch"},
+    {"guide", "buffer", CFG_INT, "8192", 1, 10000000,
+     "SFT guidance samples kept (a uniform reservoir of everything aggregated so far)"},
+    {"guide", "kl_coef", CFG_DOUBLE, "1", 0, 1e6,
+     "beta: the teacher KL of each step subtracted from its advantage (steps with teacher logprobs)"},
+    {"guide", "kl_estimator", CFG_STR, "clamp", 0, 0,
+     "per-token KL estimate of d = logp_policy - logp_teacher: clamp (clamp(d, 0, kl_clamp), "
+     "GTR-Turbo) | plain (d) | abs (|d|) | k3 (exp(-d) - 1 + d) | forward (-d exp(-d))"},
+    {"guide", "kl_clamp", CFG_DOUBLE, "10", 0, 1e6, "upper bound of the clamp estimator"},
+    {"guide", "kl_with_action", CFG_BOOL, "false", 0, 0,
+     "guide the action tokens too (an ablation; GTR-Turbo guides the thought only)"},
 
     /* ---- log ---- */
     {"log", "level", CFG_STR, "info", 0, 0, "debug | info | warn | error"},
@@ -108,7 +126,6 @@ const cfg_key config_schema[] = {
     {"ppo", "gamma", CFG_DOUBLE, "0.9", 0, 1, "discount"},
     {"ppo", "gae_lambda", CFG_DOUBLE, "0.95", 0, 1, "GAE lambda"},
     {"ppo", "thought_coef", CFG_DOUBLE, "0.5", 0, 1, "weight of thought tokens in the step log-probability"},
-    {"ppo", "kl_coef", CFG_DOUBLE, "0", 0, 1e6, "teacher KL subtracted from the advantage"},
     {"ppo", "max_policy_lag", CFG_INT, "2", 0, 1000000, "steps older than this many versions are dropped"},
     {"ppo", "init_checkpoint", CFG_STR, "", 0, 0,
      "policy to start from (safetensors); empty: random weights of model.preset"},

@@ -36,7 +36,14 @@
 #define METRICS_SUCCESS_RATE "train/success_rate"       /* episodes won / episodes finished */
 #define METRICS_RETURN "train/return"                   /* mean undiscounted episode return */
 #define METRICS_THOUGHT_ENTROPY "train/thought_entropy" /* mean per-token entropy, thought tokens */
-#define METRICS_TEACHER_KL "train/teacher_kl"           /* mean clamped KL(policy || teacher) */
+#define METRICS_TEACHER_KL "train/teacher_kl"           /* mean KL estimate over guided steps */
+#define METRICS_KL_P50 "guide/kl_p50"                   /* its distribution over the steps */
+#define METRICS_KL_P90 "guide/kl_p90"
+#define METRICS_KL_MAX "guide/kl_max"
+#define METRICS_GUIDED_SHARE "guide/guided_share"       /* steps that had teacher logprobs */
+#define METRICS_SFT_LOSS "guide/sft_loss"               /* SFT guidance loss (non-action tokens) */
+#define METRICS_SFT_SAMPLES "guide/sft_samples"         /* aggregated SFT samples kept */
+#define METRICS_CORRECTED_SHARE "guide/corrected_share" /* answers the corrector changed */
 #define METRICS_EPISODE_LENGTH "train/episode_length"   /* mean turns per finished episode */
 #define METRICS_FORMAT_VALID "train/format_valid_rate"  /* answers that parsed as valid JSON */
 #define METRICS_APPROX_KL "ppo/approx_kl"               /* KL to the policy that acted */

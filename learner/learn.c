@@ -77,7 +77,13 @@ static void learn_train_config(learn *L)
     tc->epochs = (int)config_int(c, "ppo.epochs");
     tc->minibatch = (int)config_int(c, "ppo.minibatch");
     tc->temperature = (float)config_double(c, "actor.temperature");
-    tc->kl_coef = (float)config_double(c, "ppo.kl_coef");
+    bool gtr = strcmp(config_str(c, "run.mode"), "gtr") == 0;
+    tc->sft_coef = gtr ? (float)config_double(c, "guide.sft_coef") : 0.0f;
+    tc->sft_batch = (int)config_int(c, "guide.sft_batch");
+    tc->kl_coef = (float)config_double(c, "guide.kl_coef");
+    tc->kl.est = (guide_kl_est)guide_kl_est_parse(config_str(c, "guide.kl_estimator"));
+    tc->kl.clamp_max = (float)config_double(c, "guide.kl_clamp");
+    tc->kl.with_action = config_bool(c, "guide.kl_with_action");
 }
 
 static int learn_ingest_init(learn *L)
@@ -91,6 +97,13 @@ static int learn_ingest_init(learn *L)
 
 int learn_check_config(const config *cfg, err *e)
 {
+    const char *mode = config_str(cfg, "run.mode");
+    if (strcmp(mode, "ppo") != 0 && strcmp(mode, "gtr") != 0)
+        return err_set(e, GTRT_ECONFIG, "run.mode '%s': expected ppo or gtr", mode);
+    const char *est = config_str(cfg, "guide.kl_estimator");
+    if (guide_kl_est_parse(est) < 0)
+        return err_set(e, GTRT_ECONFIG,
+                       "guide.kl_estimator '%s': expected clamp, plain, abs, k3 or forward", est);
     int64_t steps = config_int(cfg, "ppo.num_steps"), mb = config_int(cfg, "ppo.minibatch");
     if (mb > steps)
         return err_set(e, GTRT_ECONFIG,
@@ -266,6 +279,9 @@ int learn_init(learn *L, const config *cfg, uv_loop_t *loop, const char *resume_
     if ((rc = resume_dir ? learn_resume(L, e) : learn_fresh(L, e)))
         return rc;
     learn_train_config(L);
+    if ((rc = dagger_init(&L->dg, (int)config_int(cfg, "guide.buffer"),
+                          (uint64_t)config_int(cfg, "run.seed") + 17)))
+        return err_set(e, rc, "out of memory for guide.buffer samples");
     ingest_set_persist(&L->g, learn_persist, L);
     char path[700];
     snprintf(path, sizeof path, "%s/config.ini", L->run_dir);
@@ -289,6 +305,7 @@ void learn_deinit(learn *L)
     learn_free_batch(L);
     free(L->ckpt);
     ingest_deinit(&L->g);
+    dagger_free(&L->dg);
     optim_free(L->o);
     model_free(L->m);
     if (L->cfg && L->lock_fd >= 0) /* a zeroed learn never opened one */
@@ -326,11 +343,33 @@ static void learn_work_cb(uv_work_t *w)
 {
     learn *L = w->data;
     uint64_t v = L->version + 1;
-    L->wrc = train_update(L->m, L->o, L->batch, (int)L->n_batch, &L->tc, &L->rng, &L->st, &L->werr);
+    L->wrc = train_update_guided(L->m, L->o, L->batch, (int)L->n_batch, L->dg.s, L->dg.n, &L->tc,
+                                 &L->rng, &L->st, &L->werr);
     if (!L->wrc)
         L->wrc = learn_write_version(L, v, &L->werr);
     if (!L->wrc)
         L->wrc = resume_save_optim(L->run_dir, v, L->o, &L->rng, &L->werr);
+}
+
+/* DAgger: every step of the batch that carries an answer to imitate joins
+ * the SFT guidance samples before the update that learns from it. */
+static void learn_aggregate(learn *L)
+{
+    const model_config *c = &L->m->cfg;
+    size_t img = (size_t)c->image_c * c->image_h * c->image_w;
+    uint32_t max_text = (uint32_t)model_config_max_text(c);
+    L->corrected = 0;
+    L->with_answer = 0;
+    for (size_t i = 0; i < L->n_batch; i++) {
+        const traj_step *s = &L->batch[i];
+        if (!s->n_teacher)
+            continue;
+        L->with_answer++;
+        L->corrected += s->n_teacher != s->n_answer ||
+                        memcmp(s->teacher_answer, s->answer, s->n_answer * sizeof *s->answer) != 0;
+        if (dagger_add(&L->dg, s, max_text, img) < 0)
+            log_warn("out of memory: an SFT guidance sample was not kept");
+    }
 }
 
 void learn_maybe_update(learn *L, uv_loop_t *loop, void (*done_cb)(uv_work_t *, int))
@@ -354,9 +393,27 @@ void learn_maybe_update(learn *L, uv_loop_t *loop, void (*done_cb)(uv_work_t *, 
         return;
     }
     L->n_batch = ingest_take(&L->g, L->batch, L->batch_of, n);
+    learn_aggregate(L);
     L->busy = true;
     L->work.data = L;
     uv_queue_work(loop, &L->work, learn_work_cb, done_cb);
+}
+
+/* Per-actor counts as labelled Prometheus gauges (actor="ID"): steps
+ * received, dropped stale or invalid (by this learner process), batches
+ * seen twice, and steps learned from over the whole run. */
+static void learn_actor_metrics(learn *L)
+{
+    for (size_t i = 0; i < L->g.n_actors; i++) {
+        const ingest_actor *a = &L->g.actors[i];
+        metrics_gauge_set(L->mx, "gtrt_actor_steps_received", "actor", a->id, (double)a->steps);
+        metrics_gauge_set(L->mx, "gtrt_actor_steps_stale", "actor", a->id, (double)a->stale);
+        metrics_gauge_set(L->mx, "gtrt_actor_steps_invalid", "actor", a->id, (double)a->invalid);
+        metrics_gauge_set(L->mx, "gtrt_actor_batches_duplicate", "actor", a->id,
+                          (double)a->duplicates);
+        metrics_gauge_set(L->mx, "gtrt_actor_steps_learned", "actor", a->id,
+                          (double)a->settled.learned);
+    }
 }
 
 static void learn_metrics(learn *L)
@@ -372,8 +429,19 @@ static void learn_metrics(learn *L)
     metrics_scalar(m, METRICS_SUCCESS_RATE, s->success_rate);
     metrics_scalar(m, METRICS_RETURN, s->mean_return);
     metrics_scalar(m, METRICS_THOUGHT_ENTROPY, s->thought_entropy);
-    if (L->tc.kl_coef > 0) /* no teacher, no curve */
+    if (s->guided_share > 0) { /* no teacher, no curve */
         metrics_scalar(m, METRICS_TEACHER_KL, s->teacher_kl);
+        metrics_scalar(m, METRICS_KL_P50, s->kl_p50);
+        metrics_scalar(m, METRICS_KL_P90, s->kl_p90);
+        metrics_scalar(m, METRICS_KL_MAX, s->kl_max);
+        metrics_scalar(m, METRICS_GUIDED_SHARE, s->guided_share);
+    }
+    if (L->tc.sft_coef > 0) {
+        metrics_scalar(m, METRICS_SFT_LOSS, s->sft_loss);
+        metrics_scalar(m, METRICS_SFT_SAMPLES, (double)L->dg.n);
+        metrics_scalar(m, METRICS_CORRECTED_SHARE,
+                       L->with_answer ? (double)L->corrected / (double)L->with_answer : 0);
+    }
     metrics_scalar(m, METRICS_EPISODE_LENGTH, s->mean_length);
     metrics_scalar(m, METRICS_FORMAT_VALID, s->format_valid);
     metrics_scalar(m, METRICS_APPROX_KL, s->approx_kl);
@@ -394,6 +462,7 @@ static void learn_metrics(learn *L)
     metrics_scalar(m, METRICS_ENV_STEPS_PER_S, el > 0 ? learned / el : 0);
     metrics_scalar(m, METRICS_TOKENS_PER_S, s->seconds > 0 ? s->tokens / s->seconds : 0);
     metrics_scalar(m, METRICS_UPDATE_S, s->seconds);
+    learn_actor_metrics(L);
     err e = {0};
     if (metrics_commit(m, (int64_t)L->version, (int64_t)L->env_steps, &e))
         log_warn("metrics: %s", e.msg);

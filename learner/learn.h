@@ -18,6 +18,7 @@
 #include "common/metrics.h"
 #include "common/model.h"
 #include "common/optim.h"
+#include "learner/dagger.h"
 #include "learner/ingest.h"
 #include "learner/train.h"
 
@@ -28,6 +29,7 @@ typedef struct learn {
     rng rng;
     train_config tc;
     ingest g;
+    dagger dg;             /* SFT guidance samples (gtr) */
     uint64_t version;      /* of the policy now served */
     int64_t updates;       /* budget; 0: unlimited */
     size_t num_steps;
@@ -47,6 +49,7 @@ typedef struct learn {
     traj_step *batch;
     int *batch_of;
     size_t n_batch;
+    size_t with_answer, corrected; /* its steps with an answer to imitate; differing from their own */
     train_stats st;
     err werr;
     int wrc;
