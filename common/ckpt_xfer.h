@@ -8,7 +8,9 @@
  * and serves chunks (default 1 MiB) on its ROUTER. A fetcher keeps
  * `credit` chunk requests in flight (credit-based flow control: the server
  * never pushes more than was asked for),
- * checks each chunk's SHA-256 and the whole file's before handing it over,
+ * checks each chunk's SHA-256 on arrival and, before handing the file over,
+ * the announced digest: SHA-256 over the chunk digests in order (a hash
+ * list, so no byte is hashed twice),
  * re-requests chunks that time out or arrive corrupt, and drops a fetch in
  * progress when a newer version is announced. */
 #ifndef GTRT_CKPT_XFER_H
@@ -85,7 +87,7 @@ typedef struct ckpt_fetcher {
     uint64_t have_version; /* last one delivered, when have_any */
     bool have_any;
     bool active;
-    ckpt_blob cur; /* data being filled; chunk_sha unused */
+    ckpt_blob cur; /* data being filled; chunk_sha: digests of the chunks received */
     uint8_t *got;
     uint64_t *sent_ms; /* per chunk: 0 = not requested yet */
     uint32_t next, inflight, received;

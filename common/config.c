@@ -169,23 +169,34 @@ typedef struct config_load_ctx {
     int lineno;      /* line most recently handed to inih */
 } config_load_ctx;
 
+/* One whole line per call. inih's buffer holds `num` - 1 characters; a
+ * longer comment is cut to fit (the rest of it skipped), a longer line of
+ * anything else is an error, since cutting it would change its meaning. */
 static char *config_ini_reader(char *str, int num, void *stream)
 {
     config_load_ctx *ctx = stream;
-    if (!*ctx->pos || num < 2)
+    if (!*ctx->pos || num < 2 || ctx->rc)
         return NULL;
-    int n = 0;
-    while (n < num - 1 && ctx->pos[n] && ctx->pos[n] != '\n')
-        n++;
-    if (ctx->pos[n] == '\n' && n < num - 1)
-        n++;
-    memcpy(str, ctx->pos, (size_t)n);
-    str[n] = 0;
-    if (n > 0 && str[n - 1] == '\n')
-        ctx->lineno++;
-    else if (!ctx->pos[n])
-        ctx->lineno++; /* last line without a newline */
-    ctx->pos += n;
+    size_t len = strcspn(ctx->pos, "\n");
+    size_t full = len + (ctx->pos[len] == '\n');
+    ctx->lineno++;
+    if (full > (size_t)num - 1) {
+        const char *t = ctx->pos + strspn(ctx->pos, " \t");
+        if (*t != ';' && *t != '#') {
+            ctx->rc = err_set(ctx->e, GTRT_ECONFIG, "%s:%d: line longer than %d characters",
+                              ctx->name, ctx->lineno, num - 2);
+            return NULL;
+        }
+        full = (size_t)num - 2;
+        memcpy(str, ctx->pos, full);
+        str[full] = '\n';
+        str[full + 1] = 0;
+        ctx->pos += len + (ctx->pos[len] == '\n');
+        return str;
+    }
+    memcpy(str, ctx->pos, full);
+    str[full] = 0;
+    ctx->pos += full;
     return str;
 }
 

@@ -10,6 +10,7 @@
 #include "learner/eval.h"
 #include "learner/learner.h"
 #include "learner/sft.h"
+#include "teacher/logits_cmd.h"
 #include "teacher/merge.h"
 #include "teacher/teacher.h"
 
@@ -32,6 +33,7 @@ static const gtrt_cmd gtrt_cmds[] = {
     {"sft", sft_main, "warm-start a policy on oracle answers"},
     {"eval", eval_main, "measure a policy's success rate on an env"},
     {"merge", merge_main, "merge checkpoints into a teacher (SMA/EMA, linear/TIES)"},
+    {"logits", logits_main, "ask a teacher for an answer's token logprobs (or to write one)"},
     {"plot", plot_main, "draw learning curves of runs into an SVG"},
     {"config", config_main, "print the effective configuration or every key"},
     {0},

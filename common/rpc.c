@@ -47,15 +47,21 @@ void rpc_client_deinit(rpc_client *c)
     c->z = NULL;
 }
 
-static int rpc_send(rpc_client *c, uint32_t type, const ProtobufCMessage *body, uint64_t rid)
+static int rpc_send(rpc_client *c, uint32_t type, const ProtobufCMessage *body,
+                    const wire_slice *payload, size_t npayload, uint64_t rid)
 {
     wire_encoded enc;
-    if (wire_encode(c->role, c->id, type, rid, body, 0, &enc))
+    if (wire_encode(c->role, c->id, type, rid, body, npayload, &enc))
         return GTRT_ENOMEM;
     int rc = 0;
     if (zmq_send(c->z, enc.hdr, enc.hdr_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(c->z, enc.body, enc.body_len, ZMQ_DONTWAIT) < 0)
+        zmq_send(c->z, enc.body, enc.body_len, (npayload ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
         rc = GTRT_ENET;
+    /* Once the first frame is queued the rest of the message is too. */
+    for (size_t i = 0; !rc && i < npayload; i++)
+        if (zmq_send(c->z, payload[i].data, payload[i].len,
+                     (i + 1 < npayload ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+            rc = GTRT_ENET;
     wire_encoded_clear(&enc);
     return rc;
 }
@@ -84,29 +90,34 @@ static int rpc_wait(rpc_client *c, uint64_t rid, uint64_t deadline, rpc_reply *o
     }
 }
 
-int rpc_call(rpc_client *c, uint32_t type, const ProtobufCMessage *body, rpc_reply *out, err *e)
+int rpc_call_frames(rpc_client *c, uint32_t type, const ProtobufCMessage *body,
+                    const wire_slice *payload, size_t npayload, rpc_reply *out, err *e)
 {
     memset(out, 0, sizeof *out);
     for (int attempt = 1; attempt <= c->retries; attempt++) {
         if (!c->z && rpc_open(c, e))
             return e ? e->code : GTRT_ENET;
         uint64_t rid = ++c->next_request_id;
-        if (rpc_send(c, type, body, rid) == 0 &&
-            rpc_wait(c, rid, clock_mono_ms() + (uint64_t)c->timeout_ms, out)) {
-            if (out->msg.type == GTRT__MSG_TYPE__MSG_ERROR) {
-                const Gtrt__Error *er = (const Gtrt__Error *)out->msg.body;
-                int rc = err_set(e, GTRT_EPROTO, "%s answered with an error: %s", c->endpoint,
-                                 er->message ? er->message : "(no message)");
-                rpc_reply_clear(out);
-                return rc;
-            }
+        if (rpc_send(c, type, body, payload, npayload, rid) == 0 &&
+            rpc_wait(c, rid, clock_mono_ms() + (uint64_t)c->timeout_ms, out))
             return 0;
-        }
         /* No answer: start over on a fresh socket. */
         rpc_client_deinit(c);
     }
     return err_set(e, GTRT_ETIMEOUT, "no answer from %s after %d attempt%s of %d ms", c->endpoint,
                    c->retries, c->retries == 1 ? "" : "s", c->timeout_ms);
+}
+
+int rpc_call(rpc_client *c, uint32_t type, const ProtobufCMessage *body, rpc_reply *out, err *e)
+{
+    int rc = rpc_call_frames(c, type, body, NULL, 0, out, e);
+    if (rc || out->msg.type != GTRT__MSG_TYPE__MSG_ERROR)
+        return rc;
+    const Gtrt__Error *er = (const Gtrt__Error *)out->msg.body;
+    rc = err_set(e, GTRT_EPROTO, "%s answered with an error: %s", c->endpoint,
+                 er->message ? er->message : "(no message)");
+    rpc_reply_clear(out);
+    return rc;
 }
 
 void rpc_reply_clear(rpc_reply *r)

@@ -38,6 +38,12 @@ void rpc_client_deinit(rpc_client *c);
 /* Send `body` as message `type` and wait for the matching reply. A reply of
  * type MSG_ERROR becomes GTRT_EPROTO with the peer's message in `e`. */
 int rpc_call(rpc_client *c, uint32_t type, const ProtobufCMessage *body, rpc_reply *out, err *e);
+/* The same with raw payload frames after the body (images ...), and any
+ * reply that echoes the request id returned as it came, MSG_ERROR
+ * included, so the caller can act on the error's code (e.g. ask another
+ * service). */
+int rpc_call_frames(rpc_client *c, uint32_t type, const ProtobufCMessage *body,
+                    const wire_slice *payload, size_t npayload, rpc_reply *out, err *e);
 void rpc_reply_clear(rpc_reply *r);
 
 #endif

@@ -682,6 +682,15 @@ static void merge_sample_at(size_t n, size_t *at)
         at[run] = (size_t)rng_below(&r, (uint64_t)(n - MERGE_SAMPLE_RUN));
 }
 
+/* Ask for the sample runs of p all at once: fetched one run after the
+ * other, a sample would cost a memory latency per run. */
+static void merge_prefetch_runs(const float *p, const size_t *at)
+{
+    for (int run = 0; run < MERGE_SAMPLE_RUNS; run++)
+        for (int j = 0; j < MERGE_SAMPLE_RUN; j += 16)
+            __builtin_prefetch(p + at[run] + j);
+}
+
 /* Bracket the k-th largest of n magnitudes from a sample of them (s,
  * MERGE_SAMPLE entries; tmp is scratch of that size): the sample's ranks a
  * margin of many standard deviations either side (more since runs are
@@ -1310,6 +1319,8 @@ static int merge_cut_input(merge_work *wk, const float *x, const float *b, size_
     merge_cut_open(c);
     if (n >= 8 * MERGE_SAMPLE) {
         merge_sample_at(n, wk->at);
+        merge_prefetch_runs(x, wk->at);
+        merge_prefetch_runs(b, wk->at);
         size_t s = 0;
         for (int run = 0; run < MERGE_SAMPLE_RUNS; run++)
             for (size_t j = wk->at[run]; j < wk->at[run] + MERGE_SAMPLE_RUN; j++)
@@ -1336,6 +1347,10 @@ static void merge_bracket_output(merge_work *wk, const merge_pass *p, size_t n, 
     if (n < 8 * MERGE_SAMPLE)
         return;
     merge_sample_at(n, wk->at);
+    for (int i = 0; i < p->m; i++)
+        merge_prefetch_runs(p->x[i], wk->at);
+    merge_prefetch_runs(p->tb, wk->at);
+    merge_prefetch_runs(p->ob, wk->at);
     merge_pass q = *p;
     q.x = wk->xs;
     q.out = wk->sout;

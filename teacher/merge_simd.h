@@ -197,10 +197,13 @@ MK_INLINE MK(vi) MK(vote_d)(const MK(in) *in, int m, size_t j, MK(vf) tb)
  * t_i are all zero have no agreeing input, so their sign does not matter. */
 MK_INLINE MK(vi) MK(vote_f)(const MK(in) *in, int m, size_t j, MK(vf) tb)
 {
-    MK(vf) s = {0}, a = {0};
-    MK(vi) nz = {0};
-    for (int i = 0; i < m; i++) {
-        MK(vf) t = MK(tau)(in, i, j, tb), prod = in->wf[i] * t;
+    /* The sums start from the first term, not from +0: only their sign
+     * where they are far from 0 is used. */
+    MK(vf) t = MK(tau)(in, 0, j, tb), s = in->wf[0] * t, a = (MK(vf))MK(mag)(s);
+    MK(vi) nz = MK(mag)(t);
+    for (int i = 1; i < m; i++) {
+        t = MK(tau)(in, i, j, tb);
+        MK(vf) prod = in->wf[i] * t;
         s += prod;
         a += (MK(vf))MK(mag)(prod);
         nz |= MK(mag)(t);
@@ -216,12 +219,15 @@ MK_INLINE MK(vi) MK(vote_f)(const MK(in) *in, int m, size_t j, MK(vf) tb)
 MK_INLINE MK(vf) MK(mean_f)(const MK(in) *in, int m, size_t j, MK(vf) tb, MK(vi) neg,
                             MK(vf) ob, float lam)
 {
+    /* den starts from its first term: the weights are positive, so +0 +
+     * that term is that term. */
     MK(vf) num = {0}, den = {0};
     for (int i = 0; i < m; i++) {
         MK(vf) t = MK(tau)(in, i, j, tb);
         MK(vi) agree = ((MK(vi))t ^ neg) > 0;
+        MK(vf) w = (MK(vf))((MK(vi))((MK(vf)){0} + in->wf[i]) & agree);
         num += (MK(vf))((MK(vi))(in->wf[i] * t) & agree);
-        den += (MK(vf))((MK(vi))((MK(vf)){0} + in->wf[i]) & agree);
+        den = i ? den + w : w;
     }
     MK(vi) some = den > 0.0f;
     den = (MK(vf))(((MK(vi))den & some) | ((MK(vi))((MK(vf)){0} + 1.0f) & ~some));

@@ -112,3 +112,26 @@ Test(config, every_default_in_the_schema_parses)
         cr_expect(k->help && k->help[0], "key %s.%s has no help", k->section, k->key);
     cr_expect_gt(n, 10);
 }
+
+/* inih reads lines into a fixed buffer: a long comment (a written config's
+ * help text with a long path) must not spill into the next line, and a
+ * long value must be an error, never cut silently. */
+Test(config, long_lines_are_cut_only_in_comments)
+{
+    static char text[4096];
+    char pad[1001];
+    memset(pad, 'x', 1000);
+    pad[1000] = 0;
+    snprintf(text, sizeof text, "[net]\n; %s (d) | abs (|d|) = 3\nheartbeat_ms = 250\n", pad);
+    config *c = config_new();
+    err e = {0};
+    cr_assert_eq(config_load_string(c, "long.ini", text, &e), 0, "%s", e.msg);
+    cr_expect_eq(config_int(c, "net.heartbeat_ms"), 250);
+    cr_expect_str_eq(config_origin(c, "net.heartbeat_ms"), "long.ini:3", "line numbers still count");
+    config_free(c);
+    snprintf(text, sizeof text, "[run]\nname = %s\n", pad);
+    c = config_new();
+    cr_expect_neq(config_load_string(c, "long.ini", text, &e), 0);
+    cr_expect(strstr(e.msg, "long.ini:2: line longer than") != NULL, "%s", e.msg);
+    config_free(c);
+}
