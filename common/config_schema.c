@@ -135,8 +135,9 @@ const cfg_key config_schema[] = {
     {"model", "preset", CFG_STR, "small", 0, 0, "tiny | small | base (image size and vocab follow the env)"},
 
     /* ---- sft ---- */
-    {"sft", "steps", CFG_INT, "1500", 1, 100000000,
-     "`gtrt sft`: optimiser steps (1500 at preset small: Points24 about 20 % success, as in the papers' weak start)"},
+    {"sft", "steps", CFG_INT, "0", 0, 100000000,
+     "`gtrt sft`: optimiser steps; 0: the env's weak-start recipe (points24 1500, ezpoints 250, "
+     "numberline 600, blackjack 400)"},
     {"sft", "batch", CFG_INT, "32", 1, 100000, "`gtrt sft`: samples per step"},
     {"sft", "lr", CFG_DOUBLE, "1e-3", 0, 1, "`gtrt sft`: peak learning rate (AdamW, cosine to lr/10)"},
     {"sft", "samples", CFG_INT, "4096", 1, 100000000,
