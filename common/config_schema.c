@@ -12,7 +12,9 @@ const cfg_key config_schema[] = {
     {"run", "seed", CFG_INT, "1", 0, 9.2e18, "root seed of every random stream"},
     {"run", "mode", CFG_STR, "ppo", 0, 0,
      "training method: ppo (RL4VLM: PPO alone) | gtr (PPO + SFT on the env oracle's corrected "
-     "thoughts, DAgger-aggregated; see [guide])"},
+     "thoughts, DAgger-aggregated) | turbo-sft (PPO + SFT on thoughts the merged teacher writes) | "
+     "turbo-kl (PPO with the teacher's reverse KL on the policy's thoughts subtracted from the "
+     "advantage); see [guide]"},
 
     /* ---- guide: the guidance terms of gtr and GTR-Turbo ---- */
     {"guide", "sft_coef", CFG_DOUBLE, "1", 0, 1e6,
@@ -28,6 +30,16 @@ const cfg_key config_schema[] = {
     {"guide", "kl_clamp", CFG_DOUBLE, "10", 0, 1e6, "upper bound of the clamp estimator"},
     {"guide", "kl_with_action", CFG_BOOL, "false", 0, 0,
      "guide the action tokens too (an ablation; GTR-Turbo guides the thought only)"},
+    {"guide", "teacher_timeout_ms", CFG_INT, "2000", 1, 600000,
+     "turbo modes: how long an actor waits for one teacher attempt; a turn whose teacher does "
+     "not answer in time is trained as plain PPO (counted)"},
+    {"guide", "teacher_attempts", CFG_INT, "2", 1, 100,
+     "turbo modes: attempts per turn over the live teachers before falling back to plain PPO"},
+
+    /* ---- security ---- */
+    {"security", "insecure", CFG_BOOL, "false", 0, 0,
+     "allow binding a non-loopback address without CURVE keys (anyone who can reach the port "
+     "can then talk to the service)"},
 
     /* ---- log ---- */
     {"log", "level", CFG_STR, "info", 0, 0, "debug | info | warn | error"},
@@ -71,8 +83,9 @@ const cfg_key config_schema[] = {
      "endpoint clients should use for this teacher; empty: same as bind"},
     {"teacher", "max_batch", CFG_INT, "32", 1, 4096,
      "sequences one batched forward pass takes, gathered from queued requests"},
-    {"teacher", "max_wait_ms", CFG_INT, "5", 0, 60000,
-     "longest a request waits for its batch to fill before the batch runs anyway"},
+    {"teacher", "max_wait_ms", CFG_INT, "0", 0, 60000,
+     "longest a request waits for company before its batch runs; 0: run as soon as the teacher "
+     "is idle (requests that arrive during a forward pass are batched anyway)"},
     {"teacher", "max_seqs", CFG_INT, "32", 1, 62,
      "sequences one logits / generate request may carry (one image frame each)"},
     {"teacher", "max_tokens", CFG_INT, "16384", 1, 100000000,

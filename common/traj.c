@@ -57,6 +57,9 @@ static const char *traj_check(const Gtrt__Step *pb, const wire_slice *image,
             return "teacher logprob not finite or positive";
     if (!traj_finite(pb->value) || !traj_finite(pb->reward))
         return "value or reward not finite";
+    if (!traj_finite(pb->guide_ms) || !traj_finite(pb->act_ms) || pb->guide_ms < 0 ||
+        pb->act_ms < 0)
+        return "step timings not finite or negative";
     if (pb->image_c != lim->img_c || pb->image_h != lim->img_h || pb->image_w != lim->img_w)
         return "image of the wrong shape";
     if (!image || image->len != (size_t)lim->img_c * lim->img_h * lim->img_w)
@@ -100,6 +103,9 @@ int traj_step_from_pb(const Gtrt__Step *pb, const wire_slice *image, const traj_
     out->value = pb->value;
     out->reward = pb->reward;
     out->teacher_version = pb->teacher_version;
+    out->guide_ms = pb->guide_ms;
+    out->act_ms = pb->act_ms;
+    out->guide_failed = pb->guide_failed;
     out->done = pb->done;
     out->truncated = pb->truncated;
     out->format_valid = pb->format_valid;
@@ -185,4 +191,8 @@ void traj_step_to_pb(const traj_step *s, uint32_t *u32, int img_c, int img_h, in
     }
     pb->has_teacher_version = 1;
     pb->teacher_version = s->teacher_version;
+    pb->has_guide_ms = pb->has_act_ms = pb->has_guide_failed = 1;
+    pb->guide_ms = s->guide_ms;
+    pb->act_ms = s->act_ms;
+    pb->guide_failed = s->guide_failed;
 }

@@ -38,6 +38,8 @@ typedef struct traj_step {
     float value, reward;
     float teacher_kl; /* the learner's KL guidance estimate (not on the wire) */
     uint64_t teacher_version;
+    float guide_ms, act_ms; /* guidance time and turn time spent on this step */
+    bool guide_failed;      /* guidance was asked for and did not come */
     bool done, truncated, format_valid, success, has_teacher_logprob;
     bool illegal; /* the move itself was penalised (kept locally, not sent) */
     void *mem; /* the one allocation behind every array above */

@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/runmode.h"
 #include "common/tokenizer.h"
 #include "learner/resume.h"
 
@@ -77,8 +78,9 @@ static void learn_train_config(learn *L)
     tc->epochs = (int)config_int(c, "ppo.epochs");
     tc->minibatch = (int)config_int(c, "ppo.minibatch");
     tc->temperature = (float)config_double(c, "actor.temperature");
-    bool gtr = strcmp(config_str(c, "run.mode"), "gtr") == 0;
-    tc->sft_coef = gtr ? (float)config_double(c, "guide.sft_coef") : 0.0f;
+    run_mode mode = RUN_PPO;
+    run_mode_get(c, &mode, NULL); /* checked by learn_check_config */
+    tc->sft_coef = run_mode_sft(mode) ? (float)config_double(c, "guide.sft_coef") : 0.0f;
     tc->sft_batch = (int)config_int(c, "guide.sft_batch");
     tc->kl_coef = (float)config_double(c, "guide.kl_coef");
     tc->kl.est = (guide_kl_est)guide_kl_est_parse(config_str(c, "guide.kl_estimator"));
@@ -97,9 +99,10 @@ static int learn_ingest_init(learn *L)
 
 int learn_check_config(const config *cfg, err *e)
 {
-    const char *mode = config_str(cfg, "run.mode");
-    if (strcmp(mode, "ppo") != 0 && strcmp(mode, "gtr") != 0)
-        return err_set(e, GTRT_ECONFIG, "run.mode '%s': expected ppo or gtr", mode);
+    run_mode mode;
+    int rc = run_mode_get(cfg, &mode, e);
+    if (rc)
+        return rc;
     const char *est = config_str(cfg, "guide.kl_estimator");
     if (guide_kl_est_parse(est) < 0)
         return err_set(e, GTRT_ECONFIG,

@@ -4,9 +4,9 @@
  *
  * It starts a learner (random policy of --preset, Points24, no updates) and
  * two teachers on loopback that serve the learner's version 0: teacher A
- * with the default batching (teacher.max_wait_ms 5: a lone request waits
- * up to 5 ms for company) and teacher B with max_wait_ms 0 (a batch starts
- * as soon as the teacher is idle). Sequences are Points24 turns as the
+ * with teacher.max_wait_ms 5 (a lone request waits up to 5 ms for company)
+ * and teacher B with max_wait_ms 0, the default (a batch starts as soon as
+ * the teacher is idle; requests arriving meanwhile still batch). Sequences are Points24 turns as the
  * actors send them: the picture (32 patches), the prompt and the oracle's
  * answer, about 70 tokens.
  *
@@ -177,7 +177,7 @@ static int bt_start(bt_run *r, const bt_opts *o)
     char bind_a[160], bind_b[160];
     snprintf(bind_a, sizeof bind_a, "teacher.bind=%s", r->teacher_a);
     snprintf(bind_b, sizeof bind_b, "teacher.bind=%s", r->teacher_b);
-    const char *ea[] = {bind_a, "teacher.id=teacher-a", NULL};
+    const char *ea[] = {bind_a, "teacher.id=teacher-a", "teacher.max_wait_ms=5", NULL};
     const char *eb[] = {bind_b, "teacher.id=teacher-b", "teacher.max_wait_ms=0", NULL};
     r->pids[0] = bt_spawn(r, o, "learner", "learner", NULL);
     r->pids[1] = bt_spawn(r, o, "teacher", "teacher-a", ea);
