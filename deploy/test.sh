@@ -2,7 +2,8 @@
 # Build and run the whole test suite, as CI does:
 #   1. a normal build, all tests (unit, integration, PyTorch cross-checks);
 #   2. an AddressSanitizer + UndefinedBehaviorSanitizer build, all tests again
-#      but the learning-outcome test (label `learning`);
+#      but the learning-outcome test (label `learning`) and the deployment
+#      tests (label `cluster`: namespaces, Slurm);
 #   3. the envelope decoder's libFuzzer target for a bounded time (clang).
 # Ends with the test runner's summary line; exit code 0 only if all passed.
 set -uo pipefail
@@ -31,7 +32,7 @@ step "ASan + UBSan build"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DGTRT_TESTS=ON -DGTRT_SANITIZE=ON -DGTRT_FUZZ=OFF || status=1
 step "tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure --label-exclude learning 2>&1 | tee build-asan/ctest.log || status=1
+  ctest --test-dir build-asan --output-on-failure --label-exclude "learning|cluster" 2>&1 | tee build-asan/ctest.log || status=1
 
 step "fuzzing the envelope decoder for ${FUZZ_SECONDS}s"
 if command -v clang >/dev/null; then
