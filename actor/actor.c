@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "common/cli.h"
+#include "common/log.h"
+#include "common/runmode.h"
 
 static void actor_kick(actor *a);
 
@@ -113,7 +115,27 @@ static void actor_send_episode(actor *a, actor_episode *ep)
 static void actor_work_cb(uv_work_t *w)
 {
     actor *a = w->data;
+    err e = {0};
+    if (a->rc.guide == ROLLOUT_GUIDE_GEN || a->rc.guide == ROLLOUT_GUIDE_KL) {
+        /* A teacher list the client cannot use: this turn goes unguided. */
+        if (rollout_set_teachers(a->ro, a->teachers, &e))
+            log_warn("teachers %s: %s", a->teachers, e.msg);
+    }
     a->wrc = rollout_turn(a->ro, a->policy, a->version, actor_on_episode, a, &a->werr);
+}
+
+/* The learner's list of live teachers as comma-separated endpoints. */
+static void actor_snapshot_teachers(actor *a)
+{
+    size_t at = 0;
+    a->teachers[0] = 0;
+    for (size_t i = 0; i < a->m.nteachers; i++) {
+        int n = snprintf(a->teachers + at, sizeof a->teachers - at, "%s%s", at ? "," : "",
+                         a->m.teachers[i].endpoint);
+        if (n < 0 || (size_t)n >= sizeof a->teachers - at)
+            break;
+        at += (size_t)n;
+    }
 }
 
 static void actor_after_work_cb(uv_work_t *w, int status)
@@ -152,6 +174,7 @@ static void actor_kick(actor *a)
     if (traj_sender_room(&a->send) == 0)
         return; /* wait for acknowledgements */
     a->busy = true;
+    actor_snapshot_teachers(a);
     a->work.data = a;
     uv_queue_work(&a->s.loop, &a->work, actor_work_cb, actor_after_work_cb);
 }
@@ -227,6 +250,16 @@ static void actor_on_status(net_sock *sock, const net_route *from, const wire_ms
     svc_counters_add(&extra, "send_failures", t->send_failures);
     /* 1 while waiting for acknowledgements with no turn in flight */
     svc_counters_add(&extra, "waiting_for_acks", !a->busy && traj_sender_room(&a->send) == 0);
+    if (a->ro) { /* the rollout's counters; read between turns they are exact */
+        const rollout_stats *r = rollout_get_stats(a->ro);
+        svc_counters_add(&extra, "episodes", r->episodes);
+        svc_counters_add(&extra, "turns", r->turns);
+        svc_counters_add(&extra, "steps_teacher_guided", r->teacher_guided);
+        svc_counters_add(&extra, "steps_teacher_failed", r->teacher_failed);
+        svc_counters_add(&extra, "teacher_ms", (uint64_t)(r->teacher_s * 1000));
+        svc_counters_add(&extra, "oracle_checked", r->checked);
+        svc_counters_add(&extra, "oracle_ms", (uint64_t)(r->oracle_s * 1000));
+    }
     svc_reply_status(&a->s, sock, from, rid, NULL, &extra);
 }
 
@@ -253,7 +286,7 @@ static void actor_on_stop(svc *s)
 
 /* ==== life cycle ==== */
 
-static void actor_rollout_config(actor *a, const config *cfg)
+static void actor_rollout_config(actor *a, const config *cfg, run_mode mode)
 {
     memset(&a->rc, 0, sizeof a->rc);
     snprintf(a->rc.env, sizeof a->rc.env, "%s", config_str(cfg, "env.name"));
@@ -268,18 +301,27 @@ static void actor_rollout_config(actor *a, const config *cfg)
         h = (h ^ (uint8_t)*p) * 1099511628211ull;
     a->rc.seed = (uint64_t)config_int(cfg, "run.seed") ^ h;
     a->rc.format_reward = true;
-    a->rc.correct = strcmp(config_str(cfg, "run.mode"), "gtr") == 0; /* GTR's oracle corrector */
+    static const rollout_guide guides[] = {[RUN_PPO] = ROLLOUT_GUIDE_NONE,
+                                           [RUN_GTR] = ROLLOUT_GUIDE_ORACLE,
+                                           [RUN_TURBO_SFT] = ROLLOUT_GUIDE_GEN,
+                                           [RUN_TURBO_KL] = ROLLOUT_GUIDE_KL};
+    a->rc.guide = guides[mode];
+    tclient_opts_default(&a->rc.teacher);
+    a->rc.teacher.timeout_ms = (int)config_int(cfg, "guide.teacher_timeout_ms");
+    a->rc.teacher.attempts = (int)config_int(cfg, "guide.teacher_attempts");
+    a->rc.teacher.max_msg_bytes = config_int(cfg, "net.max_msg_bytes");
     env_params_from_config(&a->ep, cfg);
 }
 
 int actor_init(actor *a, const config *cfg, err *e)
 {
-    int rc = svc_init(&a->s, cfg, GTRT__ROLE__ROLE_ACTOR, "actor", config_str(cfg, "actor.id"), e);
-    if (rc)
+    run_mode mode;
+    int rc = run_mode_get(cfg, &mode, e);
+    if (rc || (rc = svc_init(&a->s, cfg, GTRT__ROLE__ROLE_ACTOR, "actor", config_str(cfg, "actor.id"), e)))
         return rc;
     a->s.on_beat = actor_on_beat;
     a->s.on_stop = actor_on_stop;
-    actor_rollout_config(a, cfg);
+    actor_rollout_config(a, cfg, mode);
     traj_sender_init(&a->send, (size_t)config_int(cfg, "actor.max_unacked_steps"));
     if ((rc = member_init(&a->m, &a->s, config_str(cfg, "learner.connect"), actor_on_learner_msg, a, e)) ||
         (rc = actor_status_init(a, cfg, e)))

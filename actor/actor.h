@@ -44,6 +44,9 @@ typedef struct actor {
     uint64_t steps_sent, episodes_sent;
     bool learner_was_alive; /* welcomed at the last heartbeat */
     bool learner_seen;      /* the learner went away at least once */
+    /* The live teachers the learner lists, as the next turn will see them
+     * (written on the loop before a turn is queued, read by the turn). */
+    char teachers[MEMBER_MAX_TEACHERS * 257];
 } actor;
 
 int actor_init(actor *a, const config *cfg, err *e);

@@ -13,6 +13,8 @@
 
 #define ROLLOUT_MAX_PROMPT 256
 #define ROLLOUT_MAX_ANSWER 256
+/* Sequences per teacher request: the teacher's default teacher.max_seqs. */
+#define ROLLOUT_TEACHER_SEQS 32
 
 typedef struct rollout_env {
     env *e;
@@ -37,9 +39,23 @@ struct rollout {
     int32_t *prompts;  /* n_envs x ROLLOUT_MAX_PROMPT */
     model_seq *seqs;
     sample_result *res;
-    rng sample_rng, env_rng;
+    rng sample_rng, env_rng, teacher_rng;
     uint64_t next_episode; /* episode ids are unique within the actor */
     rollout_stats stats;
+    /* Teacher guidance (GEN / KL): the client, the endpoints it was made
+     * for, and this turn's replies: one per chunk of ROLLOUT_TEACHER_SEQS
+     * envs, with per-env pointers into them (NULL: no guidance). */
+    tclient *tc;
+    char *tc_endpoints;
+    tclient_seq *tseqs;
+    tclient_scores *tscores;
+    tclient_answers *tanswers;
+    const float **tlogp;
+    const tclient_answer **tans;
+    uint64_t *tversion;
+    double turn_guide_ms; /* teacher time of this turn per step */
+    double turn_pre_ms;   /* time before the first step was recorded, per step */
+    bool turn_guided;
 };
 
 int rollout_new(const rollout_config *rc, const model_config *mc, const env_params *ep,
@@ -76,7 +92,16 @@ int rollout_new(const rollout_config *rc, const model_config *mc, const env_para
     r->prompts = malloc((size_t)n * ROLLOUT_MAX_PROMPT * sizeof *r->prompts);
     r->seqs = calloc((size_t)n, sizeof *r->seqs);
     r->res = calloc((size_t)n, sizeof *r->res);
-    if (!r->images || !r->bytes || !r->prompts || !r->seqs || !r->res) {
+    int chunks = (n + ROLLOUT_TEACHER_SEQS - 1) / ROLLOUT_TEACHER_SEQS;
+    r->tseqs = calloc((size_t)n, sizeof *r->tseqs);
+    r->tscores = calloc((size_t)chunks, sizeof *r->tscores);
+    r->tanswers = calloc((size_t)chunks, sizeof *r->tanswers);
+    r->tlogp = calloc((size_t)n, sizeof *r->tlogp);
+    r->tans = calloc((size_t)n, sizeof *r->tans);
+    r->tversion = calloc((size_t)n, sizeof *r->tversion);
+    r->cfg.teacher.id = r->actor; /* points into r, which outlives the client */
+    if (!r->images || !r->bytes || !r->prompts || !r->seqs || !r->res || !r->tseqs ||
+        !r->tscores || !r->tanswers || !r->tlogp || !r->tans || !r->tversion) {
         rollout_free(r);
         return err_set(e, GTRT_ENOMEM, "out of memory");
     }
@@ -88,6 +113,7 @@ int rollout_new(const rollout_config *rc, const model_config *mc, const env_para
     rng_init(&root, rc->seed);
     rng_split(&root, 1, &r->sample_rng);
     rng_split(&root, 2, &r->env_rng);
+    rng_split(&root, 3, &r->teacher_rng);
     *out = r;
     return 0;
 }
@@ -116,7 +142,28 @@ void rollout_free(rollout *r)
     free(r->prompts);
     free(r->seqs);
     free(r->res);
+    tclient_free(r->tc);
+    free(r->tc_endpoints);
+    free(r->tseqs);
+    free(r->tscores);
+    free(r->tanswers);
+    free(r->tlogp);
+    free(r->tans);
+    free(r->tversion);
     free(r);
+}
+
+int rollout_set_teachers(rollout *r, const char *endpoints, err *e)
+{
+    if (r->tc_endpoints && strcmp(r->tc_endpoints, endpoints) == 0)
+        return 0;
+    tclient_free(r->tc);
+    r->tc = NULL;
+    free(r->tc_endpoints);
+    r->tc_endpoints = strdup(endpoints);
+    if (!r->tc_endpoints)
+        return err_set(e, GTRT_ENOMEM, "out of memory");
+    return endpoints[0] ? tclient_new(endpoints, &r->cfg.teacher, &r->tc, e) : 0;
 }
 
 const rollout_stats *rollout_get_stats(const rollout *r) { return &r->stats; }
@@ -171,6 +218,82 @@ static int rollout_push(rollout_env *re, traj_step *s)
     return 0;
 }
 
+/* ==== teacher guidance (turbo-sft, turbo-kl) ==== */
+
+static void rollout_teacher_clear(rollout *r)
+{
+    int n = r->cfg.n_envs, chunks = (n + ROLLOUT_TEACHER_SEQS - 1) / ROLLOUT_TEACHER_SEQS;
+    for (int k = 0; k < chunks; k++) {
+        tclient_scores_clear(&r->tscores[k]);
+        tclient_answers_clear(&r->tanswers[k]);
+    }
+    memset(r->tlogp, 0, (size_t)n * sizeof *r->tlogp);
+    memset(r->tans, 0, (size_t)n * sizeof *r->tans);
+    r->turn_guided = false;
+}
+
+/* Ask for chunk k: envs [at, at + m). */
+static int rollout_ask_chunk(rollout *r, int k, int at, int m, int max_new, err *e)
+{
+    for (int i = 0; i < m; i++) {
+        const model_seq *q = &r->seqs[at + i];
+        const sample_result *res = &r->res[at + i];
+        r->tseqs[i] = (tclient_seq){r->bytes + (size_t)(at + i) * r->img_n, r->img_c, r->img_h,
+                                    r->img_w, q->tokens, q->n_tokens, res->tokens, res->n, 0, 0};
+    }
+    int rc;
+    if (r->cfg.guide == ROLLOUT_GUIDE_KL) {
+        /* The policy's logprobs are at the sampling temperature: so are
+         * the teacher's, or the difference would measure the temperature. */
+        tclient_logits_req q = {.mode = TCLIENT_SAMPLED, .temperature = r->cfg.temperature,
+                                .seqs = r->tseqs, .n_seq = m};
+        if ((rc = tclient_logits(r->tc, &q, &r->tscores[k], e)))
+            return rc;
+        for (int i = 0; i < m; i++) {
+            r->tlogp[at + i] = r->tscores[k].seqs[i].values;
+            r->tversion[at + i] = r->tscores[k].teacher_version;
+        }
+        return 0;
+    }
+    /* The teacher's own sampling settings (teacher.gen_*: GTR-Turbo's 0.2
+     * and top-5), seeded from the actor's stream so a run reproduces. */
+    tclient_gen_req q = {.temperature = -1, .top_k = -1, .max_new = max_new,
+                         .seed = rng_u64(&r->teacher_rng), .seqs = r->tseqs, .n_seq = m};
+    if ((rc = tclient_generate(r->tc, &q, &r->tanswers[k], e)))
+        return rc;
+    for (int i = 0; i < m; i++) {
+        r->tans[at + i] = &r->tanswers[k].seqs[i];
+        r->tversion[at + i] = r->tanswers[k].teacher_version;
+    }
+    return 0;
+}
+
+/* This turn's teacher guidance for every env; on any failure none at all
+ * (the turn trains as plain PPO), counted and logged now and then. */
+static void rollout_ask_teachers(rollout *r, int max_new)
+{
+    int n = r->cfg.n_envs;
+    uint64_t t0 = clock_mono_ns();
+    err e = {0};
+    int rc = r->tc ? 0 : err_set(&e, GTRT_ENET, "no teacher is registered with the learner");
+    for (int at = 0, k = 0; !rc && at < n; at += ROLLOUT_TEACHER_SEQS, k++) {
+        int m = n - at < ROLLOUT_TEACHER_SEQS ? n - at : ROLLOUT_TEACHER_SEQS;
+        rc = rollout_ask_chunk(r, k, at, m, max_new, &e);
+    }
+    double s = clock_since_s(t0);
+    r->stats.teacher_s += s;
+    r->turn_guide_ms = 1000.0 * s / n;
+    if (rc) {
+        rollout_teacher_clear(r);
+        uint64_t f = r->stats.teacher_failed / (uint64_t)n + 1; /* failed turns */
+        if (f <= 5 || f % 100 == 0)
+            log_warn("no teacher guidance this turn (%s): its %d steps train as plain PPO "
+                     "(%" PRIu64 " turns so far)", e.msg, n, f);
+        return;
+    }
+    r->turn_guided = true;
+}
+
 /* GTR's privileged corrector: the env's oracle, which knows the true state,
  * writes the answer the policy should have given (its cards, formula and
  * thought) with the policy's own action kept, since only the non-action
@@ -210,15 +333,43 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     const model_seq *q = &r->seqs[i];
     char text[ENV_ANSWER_MAX];
     tok_decode(res->tokens, res->n, text, sizeof text);
+    uint64_t t0 = clock_mono_ns();
     int32_t fix[ROLLOUT_MAX_ANSWER];
-    int nfix = r->cfg.correct ? rollout_correct(r, re, res, text, fix, ROLLOUT_MAX_ANSWER, e) : 0;
+    const int32_t *imitate = fix;
+    int nfix = 0;
+    double guide_ms = 0;
+    if (r->cfg.guide == ROLLOUT_GUIDE_ORACLE) {
+        nfix = rollout_correct(r, re, res, text, fix, ROLLOUT_MAX_ANSWER, e);
+        guide_ms = 1e-6 * (double)(clock_mono_ns() - t0);
+    } else if (r->cfg.guide == ROLLOUT_GUIDE_GEN && r->tans[i]) {
+        imitate = r->tans[i]->ids;
+        nfix = r->tans[i]->n;
+    }
     if (nfix < 0)
         return nfix;
     traj_step s;
     if (traj_step_alloc(&s, (uint32_t)q->n_tokens, (uint32_t)res->n, (uint32_t)nfix, r->img_n))
         return err_set(e, GTRT_ENOMEM, "out of memory");
-    memcpy(s.teacher_answer, fix, (size_t)nfix * sizeof *fix);
-    tok_answer_parts(fix, nfix, s.teacher_kind);
+    memcpy(s.teacher_answer, imitate, (size_t)nfix * sizeof *imitate);
+    /* Token kinds from our own tokenizer, not the teacher's say-so: the
+     * learner masks the action by them. */
+    tok_answer_parts(imitate, nfix, s.teacher_kind);
+    if (r->tlogp[i]) {
+        memcpy(s.teacher_logprob, r->tlogp[i], (size_t)res->n * sizeof *s.teacher_logprob);
+        s.has_teacher_logprob = true;
+    }
+    if (r->cfg.guide == ROLLOUT_GUIDE_GEN || r->cfg.guide == ROLLOUT_GUIDE_KL) {
+        guide_ms = r->turn_guide_ms;
+        s.guide_failed = !r->turn_guided;
+        if (r->turn_guided) {
+            s.teacher_version = r->tversion[i];
+            r->stats.teacher_guided++;
+            r->stats.teacher_lag_sum += version > s.teacher_version ? version - s.teacher_version : 0;
+        } else {
+            r->stats.teacher_failed++;
+        }
+    }
+    s.guide_ms = (float)guide_ms;
     memcpy(s.prompt, q->tokens, (size_t)q->n_tokens * sizeof *s.prompt);
     memcpy(s.answer, res->tokens, (size_t)res->n * sizeof *s.answer);
     memcpy(s.logprob, res->logprobs, (size_t)res->n * sizeof *s.logprob);
@@ -254,6 +405,7 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     s.done = t.step.done;
     s.truncated = t.step.truncated;
     s.success = t.step.done && env_won(re->e);
+    s.act_ms = (float)(r->turn_pre_ms + 1e-6 * (double)(clock_mono_ns() - t0));
     re->ret += s.reward;
     r->stats.turns++;
     r->stats.valid += t.parsed.valid;
@@ -278,7 +430,7 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
 }
 
 static int rollout_turn_timed(rollout *r, model *m, uint64_t version, rollout_episode_fn fn,
-                              void *ud, err *e)
+                              void *ud, uint64_t turn_t0, err *e)
 {
     int n = r->cfg.n_envs, rc;
     int room = r->mc.max_seq;
@@ -300,17 +452,20 @@ static int rollout_turn_timed(rollout *r, model *m, uint64_t version, rollout_ep
     r->stats.model_s += clock_since_s(t0);
     if (rc)
         return rc;
-    for (int i = 0; i < n; i++)
-        if ((rc = rollout_record(r, i, version, fn, ud, e)))
-            return rc;
-    return 0;
+    if (r->cfg.guide == ROLLOUT_GUIDE_GEN || r->cfg.guide == ROLLOUT_GUIDE_KL)
+        rollout_ask_teachers(r, sc.max_new);
+    r->turn_pre_ms = 1e-6 * (double)(clock_mono_ns() - turn_t0) / n;
+    for (int i = 0; !rc && i < n; i++)
+        rc = rollout_record(r, i, version, fn, ud, e);
+    rollout_teacher_clear(r);
+    return rc;
 }
 
 int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, void *ud, err *e)
 {
     /* Two clock reads per turn of a whole batch: negligible next to it. */
     uint64_t t0 = clock_mono_ns();
-    int rc = rollout_turn_timed(r, m, version, fn, ud, e);
+    int rc = rollout_turn_timed(r, m, version, fn, ud, t0, e);
     r->stats.turn_s += clock_since_s(t0);
     return rc;
 }

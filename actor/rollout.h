@@ -13,7 +13,24 @@
 #include "actor/envs/env.h"
 #include "common/model.h"
 #include "common/sample.h"
+#include "common/tclient.h"
 #include "common/traj.h"
+
+/* Where a step's guidance comes from (run.mode):
+ *   ROLLOUT_GUIDE_NONE    ppo: none
+ *   ROLLOUT_GUIDE_ORACLE  gtr: the env's oracle writes the answer to imitate
+ *   ROLLOUT_GUIDE_GEN     turbo-sft: the merged teacher writes it (generate)
+ *   ROLLOUT_GUIDE_KL      turbo-kl: the teacher scores the policy's own
+ *                         answer (sampled logprobs at the sampling temperature)
+ * Teacher guidance is asked for once per turn for all envs together; when
+ * no teacher answers in time the turn's steps go out without guidance,
+ * marked guide_failed (the learner trains them as plain PPO). */
+typedef enum rollout_guide {
+    ROLLOUT_GUIDE_NONE,
+    ROLLOUT_GUIDE_ORACLE,
+    ROLLOUT_GUIDE_GEN,
+    ROLLOUT_GUIDE_KL,
+} rollout_guide;
 
 typedef struct rollout_config {
     char env[300]; /* a name, or remote:<endpoint> */
@@ -23,7 +40,8 @@ typedef struct rollout_config {
     int max_new;       /* longest answer */
     uint64_t seed;
     bool format_reward; /* add the env's format reward to the reward */
-    bool correct;       /* GTR: the env's oracle writes the answer to imitate */
+    rollout_guide guide;
+    tclient_opts teacher; /* GEN / KL: how teachers are asked */
 } rollout_config;
 
 typedef struct rollout_stats {
@@ -37,6 +55,12 @@ typedef struct rollout_stats {
     /* GTR's corrector: answers checked, found wrong, time in the oracle */
     uint64_t checked, corrected;
     double oracle_s;
+    /* Teacher guidance: steps that got it, steps that did not (no teacher
+     * known, no answer in time, a bad reply), time waiting for teachers,
+     * the sum of (policy version - teacher version) over guided steps. */
+    uint64_t teacher_guided, teacher_failed;
+    double teacher_s;
+    uint64_t teacher_lag_sum;
 } rollout_stats;
 
 /* Called with a finished episode; takes ownership of steps[0..n) (free
@@ -48,6 +72,10 @@ typedef struct rollout rollout;
 int rollout_new(const rollout_config *rc, const model_config *mc, const env_params *ep,
                 const char *actor_id, rollout **out, err *e);
 void rollout_free(rollout *r);
+/* Teachers to ask for guidance: comma-separated endpoints ("" when none is
+ * known). The client is rebuilt only when the list changes. Call from the
+ * thread that calls rollout_turn. */
+int rollout_set_teachers(rollout *r, const char *endpoints, err *e);
 /* Play one turn in every env with policy `m` (version `version`). */
 int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, void *ud, err *e);
 const rollout_stats *rollout_get_stats(const rollout *r);

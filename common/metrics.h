@@ -44,6 +44,10 @@
 #define METRICS_SFT_LOSS "guide/sft_loss"               /* SFT guidance loss (non-action tokens) */
 #define METRICS_SFT_SAMPLES "guide/sft_samples"         /* aggregated SFT samples kept */
 #define METRICS_CORRECTED_SHARE "guide/corrected_share" /* answers the corrector changed */
+#define METRICS_GUIDE_MS "guide/time_ms_per_step"     /* oracle or teacher time per step */
+#define METRICS_GUIDE_TIME_SHARE "guide/time_share"   /* of the actors' time per step */
+#define METRICS_TEACHER_FAILED "guide/teacher_failed_share" /* steps whose teacher did not answer */
+#define METRICS_TEACHER_LAG "guide/teacher_version_lag" /* policy - teacher version, guided steps */
 #define METRICS_EPISODE_LENGTH "train/episode_length"   /* mean turns per finished episode */
 #define METRICS_FORMAT_VALID "train/format_valid_rate"  /* answers that parsed as valid JSON */
 #define METRICS_APPROX_KL "ppo/approx_kl"               /* KL to the policy that acted */

@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/runmode.h"
 #include "common/status.h"
 
 #define UP_MAX_CHILDREN 300
@@ -451,6 +452,17 @@ static int up_check_config(const config *cfg)
     int64_t actors = config_int(cfg, "up.actors"), unacked = config_int(cfg, "actor.max_unacked_steps");
     if (mb > steps) {
         log_error("ppo.minibatch (%" PRId64 ") is larger than ppo.num_steps (%" PRId64 ")", mb, steps);
+        return GTRT_ECONFIG;
+    }
+    run_mode mode;
+    err e = {0};
+    if (run_mode_get(cfg, &mode, &e)) {
+        log_error("%s", e.msg);
+        return GTRT_ECONFIG;
+    }
+    if (run_mode_teacher(mode) && config_int(cfg, "up.teachers") < 1) {
+        log_error("run.mode %s guides the policy with a merged teacher: up.teachers must be at "
+                  "least 1", run_mode_name(mode));
         return GTRT_ECONFIG;
     }
     if (actors > 0 && actors * unacked < steps) {

@@ -81,6 +81,7 @@ static void learn_train_config(learn *L)
     run_mode mode = RUN_PPO;
     run_mode_get(c, &mode, NULL); /* checked by learn_check_config */
     tc->sft_coef = run_mode_sft(mode) ? (float)config_double(c, "guide.sft_coef") : 0.0f;
+    L->teacher_mode = run_mode_teacher(mode);
     tc->sft_batch = (int)config_int(c, "guide.sft_batch");
     tc->kl_coef = (float)config_double(c, "guide.kl_coef");
     tc->kl.est = (guide_kl_est)guide_kl_est_parse(config_str(c, "guide.kl_estimator"));
@@ -419,6 +420,34 @@ static void learn_actor_metrics(learn *L)
     }
 }
 
+/* Where guidance time goes and how old the teacher is, over the batch. */
+static void learn_guide_metrics(learn *L)
+{
+    double guide_ms = 0, act_ms = 0, lag = 0;
+    size_t failed = 0, teacher = 0;
+    for (size_t i = 0; i < L->n_batch; i++) {
+        const traj_step *s = &L->batch[i];
+        guide_ms += s->guide_ms;
+        act_ms += s->act_ms;
+        failed += s->guide_failed;
+        if (L->teacher_mode && !s->guide_failed) {
+            teacher++;
+            lag += s->policy_version > s->teacher_version
+                       ? (double)(s->policy_version - s->teacher_version)
+                       : 0;
+        }
+    }
+    if (!L->n_batch || (guide_ms <= 0 && !failed))
+        return; /* ppo: no guidance, no curves */
+    metrics *m = L->mx;
+    metrics_scalar(m, METRICS_GUIDE_MS, guide_ms / (double)L->n_batch);
+    metrics_scalar(m, METRICS_GUIDE_TIME_SHARE, act_ms > 0 ? guide_ms / act_ms : 0);
+    if (!L->teacher_mode)
+        return;
+    metrics_scalar(m, METRICS_TEACHER_FAILED, (double)failed / (double)L->n_batch);
+    metrics_scalar(m, METRICS_TEACHER_LAG, teacher ? lag / (double)teacher : 0);
+}
+
 static void learn_metrics(learn *L)
 {
     const train_stats *s = &L->st;
@@ -445,6 +474,7 @@ static void learn_metrics(learn *L)
         metrics_scalar(m, METRICS_CORRECTED_SHARE,
                        L->with_answer ? (double)L->corrected / (double)L->with_answer : 0);
     }
+    learn_guide_metrics(L);
     metrics_scalar(m, METRICS_EPISODE_LENGTH, s->mean_length);
     metrics_scalar(m, METRICS_FORMAT_VALID, s->format_valid);
     metrics_scalar(m, METRICS_APPROX_KL, s->approx_kl);

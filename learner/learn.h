@@ -28,6 +28,7 @@ typedef struct learn {
     optim *o;
     rng rng;
     train_config tc;
+    bool teacher_mode;     /* turbo-sft / turbo-kl: steps carry teacher versions */
     ingest g;
     dagger dg;             /* SFT guidance samples (gtr) */
     uint64_t version;      /* of the policy now served */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "actor/rollout.h"
 #include "common/tokenizer.h"
@@ -92,7 +93,8 @@ static void play(const char *envname, model *m, bool correct, collected *c, roll
     model_config mc = m->cfg;
     err e = {0};
     rollout_config rc = {.n_envs = 4, .temperature = 1.0f, .top_k = 0, .max_new = 64, .seed = 3,
-                         .format_reward = true, .correct = correct};
+                         .format_reward = true,
+                         .guide = correct ? ROLLOUT_GUIDE_ORACLE : ROLLOUT_GUIDE_NONE};
     snprintf(rc.env, sizeof rc.env, "%s", envname);
     rollout *ro;
     cr_assert_eq(rollout_new(&rc, &mc, &ep, "actor-t", &ro, &e), 0, "%s", e.msg);
@@ -170,4 +172,52 @@ Test(rollout, without_the_corrector_no_step_carries_an_answer_to_imitate)
     }
     cr_expect_eq(st.checked, 0);
     free(c);
+}
+
+/* Teacher guidance that does not come degrades, never stalls: with no
+ * teacher known, and with a teacher endpoint where nobody answers, every
+ * turn completes, its steps carry no guidance, are marked guide_failed and
+ * are counted. */
+Test(rollout, a_missing_teacher_leaves_steps_unguided_and_counted)
+{
+    model *m = random_model("ezpoints");
+    env_params ep;
+    env_params_default(&ep);
+    err e = {0};
+    rollout_config rc = {.n_envs = 4, .temperature = 1.0f, .top_k = 0, .max_new = 48, .seed = 5,
+                         .format_reward = true};
+    snprintf(rc.env, sizeof rc.env, "ezpoints");
+    tclient_opts_default(&rc.teacher);
+    rc.teacher.timeout_ms = 50;
+    rc.teacher.attempts = 1;
+    char nobody[128];
+    snprintf(nobody, sizeof nobody, "ipc:///tmp/gtrt-test-rollout-nobody-%d", (int)getpid());
+    const char *teachers[2] = {"", nobody};
+    for (int guide = ROLLOUT_GUIDE_GEN; guide <= ROLLOUT_GUIDE_KL; guide++) {
+        for (int t = 0; t < 2; t++) {
+            rc.guide = (rollout_guide)guide;
+            rollout *ro;
+            cr_assert_eq(rollout_new(&rc, &m->cfg, &ep, "actor-t", &ro, &e), 0, "%s", e.msg);
+            cr_assert_eq(rollout_set_teachers(ro, teachers[t], &e), 0, "%s", e.msg);
+            collected *c = calloc(1, sizeof *c);
+            for (int k = 0; k < 6; k++)
+                cr_assert_eq(rollout_turn(ro, m, 1, collect, c, &e), 0, "%s", e.msg);
+            const rollout_stats *st = rollout_get_stats(ro);
+            cr_expect_eq(st->teacher_guided, 0);
+            cr_expect_eq(st->teacher_failed, st->turns, "guide %d teachers '%s': %llu of %llu",
+                         guide, teachers[t], (unsigned long long)st->teacher_failed,
+                         (unsigned long long)st->turns);
+            cr_expect_eq(st->turns, 24);
+            for (int i = 0; i < c->n; i++) {
+                cr_expect(c->steps[i].guide_failed);
+                cr_expect(!c->steps[i].has_teacher_logprob);
+                cr_expect_eq(c->steps[i].n_teacher, 0);
+                cr_expect_geq(c->steps[i].act_ms, 0.0f);
+                traj_step_free(&c->steps[i]);
+            }
+            free(c);
+            rollout_free(ro);
+        }
+    }
+    model_free(m);
 }

@@ -301,3 +301,35 @@ Test(traj, teacher_logprobs_are_checked_and_kept)
     cr_expect(!out.has_teacher_logprob);
     traj_step_free(&out);
 }
+
+Test(traj, guidance_timings_are_checked_and_kept)
+{
+    step_buf b;
+    make_step(&b, 1, 5, 0);
+    b.s.has_guide_ms = b.s.has_act_ms = b.s.has_guide_failed = 1;
+    b.s.guide_ms = 1.5f;
+    b.s.act_ms = 6.0f;
+    b.s.guide_failed = 1;
+    wire_slice img = {b.image, sizeof b.image};
+    traj_step out;
+    const char *why = NULL;
+    cr_assert_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), 0, "%s", why);
+    cr_expect_eq(out.guide_ms, 1.5f);
+    cr_expect_eq(out.act_ms, 6.0f);
+    cr_expect(out.guide_failed);
+    uint32_t u32[16];
+    Gtrt__Step pb;
+    traj_step_to_pb(&out, u32, IMG_C, IMG_H, IMG_W, &pb);
+    cr_expect(pb.guide_ms == 1.5f && pb.act_ms == 6.0f && pb.guide_failed);
+    traj_step_free(&out);
+    float bad[] = {-1.0f, NAN, INFINITY};
+    for (int k = 0; k < 3; k++) {
+        b.s.guide_ms = bad[k];
+        cr_expect_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), GTRT_EINVAL);
+        cr_expect_str_eq(why, "step timings not finite or negative");
+        b.s.guide_ms = 0;
+        b.s.act_ms = bad[k];
+        cr_expect_eq(traj_step_from_pb(&b.s, &img, &LIM, "actor-9", &out, &why), GTRT_EINVAL);
+        b.s.act_ms = 0;
+    }
+}
