@@ -294,6 +294,50 @@ static void rollout_ask_teachers(rollout *r, int max_new)
     r->turn_guided = true;
 }
 
+/* The first run of action tokens in ids[0..n): [*b, *e); false if none. */
+static bool rollout_action_span(const int32_t *ids, int n, int *b, int *e)
+{
+    uint8_t kind[ROLLOUT_MAX_ANSWER * 16];
+    if (n > (int)sizeof kind)
+        return false;
+    tok_answer_parts(ids, n, kind);
+    int i = 0;
+    while (i < n && kind[i] != TRAJ_KIND_ACTION)
+        i++;
+    if (i == n)
+        return false;
+    *b = i;
+    while (i < n && kind[i] == TRAJ_KIND_ACTION)
+        i++;
+    *e = i;
+    return true;
+}
+
+/* turbo-sft, as GTR-Turbo does it: the teacher's answer with its action
+ * replaced by the policy's own (only the non-action tokens are imitated,
+ * and they should be conditioned on what was really done). Writes a new
+ * array into *out (caller frees) and returns its length; when either
+ * answer has no action the teacher's answer is copied as it is. */
+static int rollout_teacher_answer(const tclient_answer *t, const sample_result *res,
+                                  int32_t **out)
+{
+    int tb, te, pb, pe;
+    bool splice = rollout_action_span(t->ids, t->n, &tb, &te) &&
+                  rollout_action_span(res->tokens, res->n, &pb, &pe);
+    int n = splice ? t->n - (te - tb) + (pe - pb) : t->n;
+    *out = malloc((size_t)(n ? n : 1) * sizeof **out);
+    if (!*out)
+        return GTRT_ENOMEM;
+    if (!splice) {
+        memcpy(*out, t->ids, (size_t)n * sizeof **out);
+        return n;
+    }
+    memcpy(*out, t->ids, (size_t)tb * sizeof **out);
+    memcpy(*out + tb, res->tokens + pb, (size_t)(pe - pb) * sizeof **out);
+    memcpy(*out + tb + (pe - pb), t->ids + te, (size_t)(t->n - te) * sizeof **out);
+    return n;
+}
+
 /* GTR's privileged corrector: the env's oracle, which knows the true state,
  * writes the answer the policy should have given (its cards, formula and
  * thought) with the policy's own action kept, since only the non-action
@@ -334,7 +378,7 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     char text[ENV_ANSWER_MAX];
     tok_decode(res->tokens, res->n, text, sizeof text);
     uint64_t t0 = clock_mono_ns();
-    int32_t fix[ROLLOUT_MAX_ANSWER];
+    int32_t fix[ROLLOUT_MAX_ANSWER], *spliced = NULL;
     const int32_t *imitate = fix;
     int nfix = 0;
     double guide_ms = 0;
@@ -342,15 +386,20 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
         nfix = rollout_correct(r, re, res, text, fix, ROLLOUT_MAX_ANSWER, e);
         guide_ms = 1e-6 * (double)(clock_mono_ns() - t0);
     } else if (r->cfg.guide == ROLLOUT_GUIDE_GEN && r->tans[i]) {
-        imitate = r->tans[i]->ids;
-        nfix = r->tans[i]->n;
+        nfix = rollout_teacher_answer(r->tans[i], res, &spliced);
+        imitate = spliced;
+        if (nfix < 0)
+            return err_set(e, nfix, "out of memory");
     }
     if (nfix < 0)
         return nfix;
     traj_step s;
-    if (traj_step_alloc(&s, (uint32_t)q->n_tokens, (uint32_t)res->n, (uint32_t)nfix, r->img_n))
+    if (traj_step_alloc(&s, (uint32_t)q->n_tokens, (uint32_t)res->n, (uint32_t)nfix, r->img_n)) {
+        free(spliced);
         return err_set(e, GTRT_ENOMEM, "out of memory");
+    }
     memcpy(s.teacher_answer, imitate, (size_t)nfix * sizeof *imitate);
+    free(spliced);
     /* Token kinds from our own tokenizer, not the teacher's say-so: the
      * learner masks the action by them. */
     tok_answer_parts(imitate, nfix, s.teacher_kind);
