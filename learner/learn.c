@@ -410,12 +410,12 @@ static void learn_actor_metrics(learn *L)
 {
     for (size_t i = 0; i < L->g.n_actors; i++) {
         const ingest_actor *a = &L->g.actors[i];
-        metrics_gauge_set(L->mx, "gtrt_actor_steps_received", "actor", a->id, (double)a->steps);
-        metrics_gauge_set(L->mx, "gtrt_actor_steps_stale", "actor", a->id, (double)a->stale);
-        metrics_gauge_set(L->mx, "gtrt_actor_steps_invalid", "actor", a->id, (double)a->invalid);
-        metrics_gauge_set(L->mx, "gtrt_actor_batches_duplicate", "actor", a->id,
+        metrics_gauge_set(L->mx, "actor_steps_received", "actor", a->id, (double)a->steps);
+        metrics_gauge_set(L->mx, "actor_steps_stale", "actor", a->id, (double)a->stale);
+        metrics_gauge_set(L->mx, "actor_steps_invalid", "actor", a->id, (double)a->invalid);
+        metrics_gauge_set(L->mx, "actor_batches_duplicate", "actor", a->id,
                           (double)a->duplicates);
-        metrics_gauge_set(L->mx, "gtrt_actor_steps_learned", "actor", a->id,
+        metrics_gauge_set(L->mx, "actor_steps_learned", "actor", a->id,
                           (double)a->settled.learned);
     }
 }
