@@ -310,6 +310,7 @@ static void actor_rollout_config(actor *a, const config *cfg, run_mode mode)
     a->rc.teacher.timeout_ms = (int)config_int(cfg, "guide.teacher_timeout_ms");
     a->rc.teacher.attempts = (int)config_int(cfg, "guide.teacher_attempts");
     a->rc.teacher.max_msg_bytes = config_int(cfg, "net.max_msg_bytes");
+    a->rc.teacher.sec = a->s.sec; /* loaded by svc_init; lives as long as the actor */
     env_params_from_config(&a->ep, cfg);
 }
 

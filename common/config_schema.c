@@ -40,6 +40,15 @@ const cfg_key config_schema[] = {
     {"security", "insecure", CFG_BOOL, "false", 0, 0,
      "allow binding a non-loopback address without CURVE keys (anyone who can reach the port "
      "can then talk to the service)"},
+    {"security", "server_key", CFG_STR, "", 0, 0,
+     "the cluster's CURVE server key: the pair (NAME.key) where the process binds, NAME.pub is "
+     "enough where it only connects; set: CURVE on every socket (see `gtrt keygen --help`)"},
+    {"security", "client_key", CFG_STR, "", 0, 0,
+     "this process's own CURVE key pair (NAME.key), used whenever it connects; required with "
+     "server_key on every process that connects anywhere"},
+    {"security", "allow", CFG_STR, "", 0, 0,
+     "file of client public keys allowed to connect, one Z85 key per line, '#' comments (cat "
+     "keys/*.pub > allow); required with server_key on every process that binds"},
 
     /* ---- log ---- */
     {"log", "level", CFG_STR, "info", 0, 0, "debug | info | warn | error"},

@@ -16,6 +16,7 @@
 
 int up_main(int argc, char **argv);
 int config_main(int argc, char **argv);
+int keygen_main(int argc, char **argv);
 
 typedef struct gtrt_cmd {
     const char *name;
@@ -36,6 +37,7 @@ static const gtrt_cmd gtrt_cmds[] = {
     {"logits", logits_main, "ask a teacher for an answer's token logprobs (or to write one)"},
     {"plot", plot_main, "draw learning curves of runs into an SVG"},
     {"config", config_main, "print the effective configuration or every key"},
+    {"keygen", keygen_main, "write CURVE key pairs for securing the sockets"},
     {0},
 };
 

@@ -195,6 +195,7 @@ void net_sock_close(net_sock *s)
     /* Stop watching the fd before ZeroMQ closes it. */
     uv_poll_stop(&s->poll);
     uv_close((uv_handle_t *)&s->poll, net_sock_free_cb);
+    security_server_unwatch(s->z);
     zmq_close(s->z);
     s->z = NULL;
 }
@@ -206,11 +207,19 @@ void net_loop_close(net_loop *nl)
     if (nl->zctx) {
         uv_close((uv_handle_t *)&nl->prepare, NULL);
         uv_close((uv_handle_t *)&nl->idle, NULL);
+        /* The ZAP handler's sockets would keep zmq_ctx_term waiting; its
+         * server sockets are closed by now, as it requires. */
+        security_zap_free(nl->zap);
+        nl->zap = NULL;
         /* Linger is bounded per socket, so this returns in bounded time. */
         zmq_ctx_term(nl->zctx);
         nl->zctx = NULL;
     }
 }
+
+void net_loop_set_security(net_loop *nl, const security *sec) { nl->sec = sec; }
+
+uint64_t net_loop_auth_refused(const net_loop *nl) { return security_zap_refused(nl->zap); }
 
 void net_loop_stats(const net_loop *nl, net_stats *out)
 {
@@ -271,8 +280,26 @@ net_sock *net_sock_new(net_loop *nl, int ztype, const char *name, net_msg_cb cb,
     return s;
 }
 
+/* CURVE server options go on before zmq_bind; the ZAP handler must be
+ * bound before the first server socket is, or ZeroMQ lets everyone in. */
+static int net_sock_secure_server(net_sock *s, err *e)
+{
+    net_loop *nl = s->loop;
+    int rc = 0;
+    if (!nl->zap)
+        rc = security_zap_new(nl->zctx, nl->sec, &nl->zap, e);
+    return rc ? rc : security_server(s->z, nl->zap, s->name, e);
+}
+
 int net_sock_bind(net_sock *s, const char *endpoint, err *e)
 {
+    int rc = security_check_bind(s->loop->sec, endpoint, e);
+    if (!rc && security_on(s->loop->sec))
+        rc = net_sock_secure_server(s, e);
+    if (rc) {
+        err_prefix(e, "%s socket", s->name);
+        return rc;
+    }
     if (zmq_bind(s->z, endpoint))
         return err_set(e, GTRT_ENET, "%s socket: cannot bind %s: %s", s->name, endpoint,
                        zmq_strerror(zmq_errno()));
@@ -281,6 +308,11 @@ int net_sock_bind(net_sock *s, const char *endpoint, err *e)
 
 int net_sock_connect(net_sock *s, const char *endpoint, err *e)
 {
+    int rc = security_client(s->z, s->loop->sec, endpoint, e);
+    if (rc) {
+        err_prefix(e, "%s socket", s->name);
+        return rc;
+    }
     if (zmq_connect(s->z, endpoint))
         return err_set(e, GTRT_ENET, "%s socket: cannot connect to %s: %s", s->name, endpoint,
                        zmq_strerror(zmq_errno()));

@@ -11,7 +11,12 @@
  * heartbeats.
  *
  * Every inbound message is decoded with wire_decode; a bad one is counted
- * by reason, logged (rate-limited) and dropped before any callback sees it. */
+ * by reason, logged (rate-limited) and dropped before any callback sees it.
+ *
+ * Security (common/security.h) is applied here, for every socket of the
+ * loop: with CURVE configured, a bound socket is a CURVE server answered by
+ * the loop's ZAP handler and a connecting one a CURVE client; without it, a
+ * socket may bind only a local endpoint unless security.insecure is set. */
 #ifndef GTRT_NET_H
 #define GTRT_NET_H
 
@@ -22,6 +27,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/security.h"
 #include "common/wire.h"
 
 #define NET_MAX_SOCKS 16
@@ -73,6 +79,8 @@ struct net_loop {
     int linger_ms;
     log_ratelimit bad_log;
     bool idle_active;
+    const security *sec; /* NULL: plaintext, local binds only */
+    security_zap *zap;   /* started by the first CURVE server socket */
 };
 
 /* Set up the ZeroMQ context and loop handles. role/sender_id go into the
@@ -82,10 +90,16 @@ int net_loop_init(net_loop *nl, uv_loop_t *uv, uint32_t role, const char *sender
 /* Close every socket and handle and terminate the context. The uv loop must
  * be run afterwards (uv_run) to let the close callbacks finish. */
 void net_loop_close(net_loop *nl);
+/* Secure every socket bound or connected from now on with `sec` (owned by
+ * the caller; it must outlive the loop). */
+void net_loop_set_security(net_loop *nl, const security *sec);
+/* Connections this loop's server sockets refused (CURVE / allow-list). */
+uint64_t net_loop_auth_refused(const net_loop *nl);
 
 /* New socket of ZeroMQ type `ztype` (ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUB, ...).
  * The net_loop owns it; it is freed by net_sock_close or net_loop_close. */
 net_sock *net_sock_new(net_loop *nl, int ztype, const char *name, net_msg_cb cb, void *ud, err *e);
+/* Bind / connect, applying the loop's security first (see above). */
 int net_sock_bind(net_sock *s, const char *endpoint, err *e);
 int net_sock_connect(net_sock *s, const char *endpoint, err *e);
 void net_sock_close(net_sock *s);

@@ -14,8 +14,10 @@ static int rpc_open(rpc_client *c, err *e)
     int zero = 0;
     zmq_setsockopt(c->z, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(c->z, ZMQ_MAXMSGSIZE, &c->max_msg_bytes, sizeof c->max_msg_bytes);
-    if (zmq_connect(c->z, c->endpoint)) {
-        int rc = err_set(e, GTRT_ENET, "cannot connect to %s: %s", c->endpoint,
+    int rc = security_client(c->z, c->sec, c->endpoint, e);
+    if (rc || zmq_connect(c->z, c->endpoint)) {
+        if (!rc)
+            rc = err_set(e, GTRT_ENET, "cannot connect to %s: %s", c->endpoint,
                          zmq_strerror(zmq_errno()));
         zmq_close(c->z);
         c->z = NULL;
@@ -27,8 +29,17 @@ static int rpc_open(rpc_client *c, err *e)
 int rpc_client_init(rpc_client *c, void *zctx, const char *endpoint, uint32_t role,
                     const char *id, int timeout_ms, int retries, int64_t max_msg_bytes, err *e)
 {
+    return rpc_client_init_secure(c, zctx, endpoint, role, id, timeout_ms, retries, max_msg_bytes,
+                                  NULL, e);
+}
+
+int rpc_client_init_secure(rpc_client *c, void *zctx, const char *endpoint, uint32_t role,
+                           const char *id, int timeout_ms, int retries, int64_t max_msg_bytes,
+                           const security *sec, err *e)
+{
     memset(c, 0, sizeof *c);
     c->zctx = zctx;
+    c->sec = sec;
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
     c->role = role;
     snprintf(c->id, sizeof c->id, "%s", id);

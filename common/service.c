@@ -31,6 +31,12 @@ static void svc_beat_cb(uv_timer_t *h)
         s->on_beat(s);
 }
 
+static void svc_free_security(svc *s)
+{
+    security_free(s->sec);
+    s->sec = NULL;
+}
+
 int svc_init(svc *s, const config *cfg, uint32_t role, const char *role_name,
              const char *configured_id, err *e)
 {
@@ -48,15 +54,23 @@ int svc_init(svc *s, const config *cfg, uint32_t role, const char *role_name,
         snprintf(s->id, sizeof s->id, "%s-%.40s-%ld", role_name, s->host, (long)getpid());
     log_init(role_name, s->id);
     s->heartbeat_ms = (uint64_t)config_int(cfg, "net.heartbeat_ms");
-    int rc = uv_loop_init(&s->loop);
+    int rc = security_load(cfg, &s->sec, e);
     if (rc)
+        return rc;
+    if ((rc = uv_loop_init(&s->loop))) {
+        svc_free_security(s);
         return err_set(e, GTRT_EIO, "uv_loop_init: %s", uv_strerror(rc));
+    }
     rc = net_loop_init(&s->net, &s->loop, role, s->id, config_int(cfg, "net.max_msg_bytes"),
                        (int)config_int(cfg, "net.linger_ms"), e);
     if (rc) {
         uv_loop_close(&s->loop);
+        svc_free_security(s);
         return rc;
     }
+    net_loop_set_security(&s->net, s->sec);
+    if (security_on(s->sec) && s->sec->has_client) /* what a server's allow-list must hold */
+        log_info("CURVE client key %s (%s)", s->sec->client.pub_z85, s->sec->client_path);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
@@ -88,6 +102,7 @@ static void svc_finish(svc *s)
     int rc = uv_loop_close(&s->loop);
     if (rc)
         log_warn("uv_loop_close: %s", uv_strerror(rc));
+    svc_free_security(s); /* the sockets and the ZAP handler are gone */
 }
 
 void svc_abort(svc *s)
@@ -174,6 +189,7 @@ void svc_counters_fill(const svc *s, svc_counters *st)
         svc_counters_add(st, wire_reject_name((wire_reject)r), ns.rejected[r]);
     }
     svc_counters_add(st, "bad_total", bad);
+    svc_counters_add(st, "auth_refused", net_loop_auth_refused(&s->net));
 }
 
 void svc_reply_error(net_sock *sock, const net_route *to, uint64_t request_id, int code,

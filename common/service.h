@@ -24,6 +24,7 @@ struct svc {
     uv_signal_t sigint, sigterm;
     uv_timer_t beat;
     const config *cfg;
+    security *sec; /* [security], applied to every socket of `net` */
     uint32_t role;
     const char *role_name;
     char id[WIRE_MAX_ID_LEN + 1];
@@ -39,7 +40,8 @@ struct svc {
 };
 
 /* Resolve the id (config value, or "<role>-<host>-<pid>" when empty), set up
- * logging, the loop and the ZeroMQ context. */
+ * logging, load the [security] keys, set up the loop and the ZeroMQ
+ * context. */
 int svc_init(svc *s, const config *cfg, uint32_t role, const char *role_name,
              const char *configured_id, err *e);
 /* Run until stopped; returns the exit code (0 after a clean stop). */

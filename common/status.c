@@ -6,6 +6,7 @@
 
 #include "common/cli.h"
 #include "common/rpc.h"
+#include "common/security.h"
 
 static const char *status_role_name(int role)
 {
@@ -55,6 +56,12 @@ static cJSON *status_reply_json(const char *endpoint, const Gtrt__StatusReply *r
 int status_fetch(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
                  cJSON **out, err *e)
 {
+    return status_fetch_secure(endpoint, timeout_ms, retries, max_msg_bytes, NULL, out, e);
+}
+
+int status_fetch_secure(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
+                        const security *sec, cJSON **out, err *e)
+{
     *out = NULL;
     void *zctx = zmq_ctx_new();
     if (!zctx)
@@ -62,8 +69,8 @@ int status_fetch(const char *endpoint, int timeout_ms, int retries, int64_t max_
     char id[WIRE_MAX_ID_LEN + 1];
     snprintf(id, sizeof id, "status-%ld", (long)getpid());
     rpc_client c;
-    int rc = rpc_client_init(&c, zctx, endpoint, GTRT__ROLE__ROLE_CLIENT, id, timeout_ms, retries,
-                             max_msg_bytes, e);
+    int rc = rpc_client_init_secure(&c, zctx, endpoint, GTRT__ROLE__ROLE_CLIENT, id, timeout_ms,
+                                    retries, max_msg_bytes, sec, e);
     if (rc == 0) {
         Gtrt__StatusRequest req = GTRT__STATUS_REQUEST__INIT;
         rpc_reply rep;
@@ -165,6 +172,8 @@ void status_print(FILE *f, const cJSON *st)
     fprintf(f, "%d actor(s) and %d teacher(s) alive; messages received %.0f, bad dropped %.0f\n",
             status_count_alive(st, "actor"), status_count_alive(st, "teacher"),
             status_num(c, "rx"), status_num(c, "bad_total"));
+    if (status_num(c, "auth_refused") > 0) /* CURVE: clients whose key was not allowed */
+        fprintf(f, "connections refused (CURVE / allow-list): %.0f\n", status_num(c, "auth_refused"));
     if (!strcmp(status_str(self, "role"), "teacher"))
         status_print_teacher(f, st);
     cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(st, "teachers"))
@@ -173,7 +182,8 @@ void status_print(FILE *f, const cJSON *st)
 
 /* Ask every alive teacher the learner lists for its own status, into
  * st["teachers"] (an error entry for one that does not answer). */
-static void status_add_teachers(cJSON *st, int timeout_ms, int64_t max_msg_bytes)
+static void status_add_teachers(cJSON *st, int timeout_ms, int64_t max_msg_bytes,
+                                const security *sec)
 {
     cJSON *arr = cJSON_AddArrayToObject(st, "teachers");
     const cJSON *p;
@@ -184,7 +194,8 @@ static void status_add_teachers(cJSON *st, int timeout_ms, int64_t max_msg_bytes
             continue;
         cJSON *t = NULL;
         err e = {0};
-        if (status_fetch(status_str(p, "endpoint"), timeout_ms, 1, max_msg_bytes, &t, &e)) {
+        if (status_fetch_secure(status_str(p, "endpoint"), timeout_ms, 1, max_msg_bytes, sec, &t,
+                                &e)) {
             t = cJSON_CreateObject();
             cJSON_AddStringToObject(t, "id", status_str(p, "id"));
             cJSON_AddStringToObject(t, "endpoint", status_str(p, "endpoint"));
@@ -222,13 +233,18 @@ int status_main(int argc, char **argv)
         return 2;
     const char *ep = teacher_ep ? teacher_ep : learner_ep ? learner_ep : config_str(cfg, "learner.connect");
     int tmo = timeout_ms > 0 ? (int)timeout_ms : (int)config_int(cfg, "net.request_timeout_ms");
-    cJSON *st;
+    cJSON *st = NULL;
     err e = {0};
     int64_t max_msg = config_int(cfg, "net.max_msg_bytes");
-    rc = status_fetch(ep, tmo, (int)config_int(cfg, "net.request_retries"), max_msg, &st, &e);
+    security *sec = NULL;
+    rc = security_load(cfg, &sec, &e);
+    if (!rc)
+        rc = status_fetch_secure(ep, tmo, (int)config_int(cfg, "net.request_retries"), max_msg,
+                                 sec, &st, &e);
     config_free(cfg);
     if (rc == 0 && !teacher_ep)
-        status_add_teachers(st, tmo, max_msg);
+        status_add_teachers(st, tmo, max_msg, sec);
+    security_free(sec);
     if (rc) {
         fprintf(stderr, "gtrt status: %s\n", e.msg);
         return 1;

@@ -51,6 +51,7 @@ typedef struct tclient_opts {
     int64_t max_msg_bytes; /* largest reply frame taken */
     const char *id;        /* sender id; NULL: tclient-<pid> */
     void *zctx;            /* ZeroMQ context to use; NULL: the client makes its own */
+    const struct security *sec; /* CURVE keys (outliving the client); NULL: plaintext */
 } tclient_opts;
 
 /* 2000 ms, 3 attempts, 10 s cool-down, 4 MiB frames. */

@@ -24,6 +24,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/runmode.h"
+#include "common/security.h"
 #include "common/status.h"
 
 #define UP_MAX_CHILDREN 300
@@ -228,7 +229,8 @@ static void up_teacher_bind(const char *base, int i, char *out, size_t len)
         snprintf(out, len, "teacher.bind=%s-%d", base, i);
 }
 
-static int up_start_all(up_ctx *u)
+/* The learner and the teachers. */
+static int up_start_servers(up_ctx *u)
 {
     const char *lx[] = {u->init_set};
     int rc = up_spawn(u, "learner", "learner", lx, u->init_set[0] ? 1 : 0);
@@ -240,6 +242,12 @@ static int up_start_all(up_ctx *u)
         const char *extra[] = {id, bind};
         rc = up_spawn(u, "teacher", name, extra, 2);
     }
+    return rc;
+}
+
+static int up_start_actors(up_ctx *u)
+{
+    int rc = 0;
     for (int i = 0; !rc && i < config_int(u->cfg, "up.actors"); i++) {
         char name[32], id[64];
         snprintf(name, sizeof name, "actor-%d", i);
@@ -256,8 +264,11 @@ static cJSON *up_status(const up_ctx *u, int timeout_ms)
 {
     cJSON *st = NULL;
     err e = {0};
-    status_fetch(config_str(u->cfg, "learner.connect"), timeout_ms, 1,
-                 config_int(u->cfg, "net.max_msg_bytes"), &st, &e);
+    security *sec = NULL; /* up_check_config made sure it loads */
+    if (security_load(u->cfg, &sec, &e) == 0)
+        status_fetch_secure(config_str(u->cfg, "learner.connect"), timeout_ms, 1,
+                            config_int(u->cfg, "net.max_msg_bytes"), sec, &st, &e);
+    security_free(sec);
     return st;
 }
 
@@ -268,10 +279,9 @@ static double up_counter(const cJSON *st, const char *name)
     return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
-/* Poll the learner until every service is registered. */
-static int up_wait_alive(up_ctx *u, cJSON **st)
+/* Poll the learner until want_a actors and want_t teachers are registered. */
+static int up_wait_alive(up_ctx *u, int want_a, int want_t, cJSON **st)
 {
-    int want_a = (int)config_int(u->cfg, "up.actors"), want_t = (int)config_int(u->cfg, "up.teachers");
     uint64_t deadline =
         clock_mono_ms() + (uint64_t)(config_double(u->cfg, "up.start_timeout_s") * 1000);
     int last_a = -1, last_t = -1;
@@ -444,10 +454,26 @@ static void up_where(const up_ctx *u)
     fflush(stdout);
 }
 
+/* Key files that do not load would stop every child the same way: say so
+ * once, before starting anything. */
+static int up_check_security(const config *cfg)
+{
+    security *sec = NULL;
+    err e = {0};
+    if (security_load(cfg, &sec, &e)) {
+        log_error("%s", e.msg);
+        return GTRT_ECONFIG;
+    }
+    security_free(sec);
+    return 0;
+}
+
 /* What `up` knows that a learner alone cannot: how many actors there will
  * be. Refuse a run that could never fill one update. */
 static int up_check_config(const config *cfg)
 {
+    if (up_check_security(cfg))
+        return GTRT_ECONFIG;
     int64_t steps = config_int(cfg, "ppo.num_steps"), mb = config_int(cfg, "ppo.minibatch");
     int64_t actors = config_int(cfg, "up.actors"), unacked = config_int(cfg, "actor.max_unacked_steps");
     if (mb > steps) {
@@ -515,11 +541,22 @@ int up_main(int argc, char **argv)
              config_str(cfg, "run.name"));
     uint64_t t0 = clock_mono_ns();
     cJSON *st = NULL;
+    int want_a = (int)config_int(cfg, "up.actors"), want_t = (int)config_int(cfg, "up.teachers");
+    run_mode mode = RUN_PPO;
+    run_mode_get(cfg, &mode, NULL); /* checked by up_check_config */
     rc = up_warm_start(u);
     if (!rc)
-        rc = up_start_all(u);
+        rc = up_start_servers(u);
+    /* Guided modes: actors start once the teachers are registered, so their
+     * first turns already find a teacher in the learner's welcome. */
+    if (!rc && run_mode_teacher(mode) && !(rc = up_wait_alive(u, 0, want_t, &st))) {
+        cJSON_Delete(st);
+        st = NULL;
+    }
     if (!rc)
-        rc = up_wait_alive(u, &st);
+        rc = up_start_actors(u);
+    if (!rc)
+        rc = up_wait_alive(u, want_a, want_t, &st);
     if (!rc) {
         log_info("all services alive after %.2f s", clock_since_s(t0));
         status_print(stdout, st);

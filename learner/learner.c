@@ -247,9 +247,21 @@ static void learner_flush_cb(uv_check_t *h)
         ingest_flush(&l->L.g, l->router);
 }
 
+/* CURVE refusals as a Prometheus counter, gtrt_auth_refused_total (0 from
+ * the first beat on, so that an alert rule finds it). */
+static void learner_export_auth(learner *l)
+{
+    uint64_t n = net_loop_auth_refused(&l->s.net);
+    if (l->L.mx)
+        metrics_counter_add(l->L.mx, "auth_refused_total", NULL, NULL,
+                            (double)(n - l->auth_refused_exported));
+    l->auth_refused_exported = n;
+}
+
 static void learner_on_beat(svc *s)
 {
     learner *l = (learner *)s;
+    learner_export_auth(l);
     Gtrt__PeerInfo self, infos[LEARNER_MAX_TEACHERS_LISTED];
     Gtrt__PeerInfo *ptrs[LEARNER_MAX_TEACHERS_LISTED];
     svc_self_info(s, &self);

@@ -21,6 +21,7 @@ typedef struct learner {
     uint64_t peers_refused; /* registrations refused: table full */
     uint64_t traj_unregistered; /* trajectory batches from unknown actors */
     uint64_t heartbeats_unregistered; /* actors asked to register again */
+    uint64_t auth_refused_exported;   /* CURVE refusals already added to Prometheus */
     learn L;
 } learner;
 

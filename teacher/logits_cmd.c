@@ -19,6 +19,7 @@
 
 #include "actor/envs/env.h"
 #include "common/cli.h"
+#include "common/security.h"
 #include "common/tclient.h"
 #include "common/tokenizer.h"
 #include "common/traj.h"
@@ -450,7 +451,8 @@ static void logits_default_teacher(const config *cfg, char *out, size_t cap)
         snprintf(out, cap, "%s", bind);
 }
 
-static int logits_client(const config *cfg, const logits_opts *o, tclient **c, err *er)
+static int logits_client(const config *cfg, const logits_opts *o, const security *sec,
+                         tclient **c, err *er)
 {
     char def[256];
     logits_default_teacher(cfg, def, sizeof def);
@@ -460,6 +462,7 @@ static int logits_client(const config *cfg, const logits_opts *o, tclient **c, e
                                       : (int)config_int(cfg, "net.request_timeout_ms");
     to.attempts = o->attempts > 0 ? (int)o->attempts : (int)config_int(cfg, "net.request_retries");
     to.max_msg_bytes = config_int(cfg, "net.max_msg_bytes");
+    to.sec = sec;
     return tclient_new(o->teacher ? o->teacher : def, &to, c, er);
 }
 
@@ -474,7 +477,10 @@ static int logits_run(const config *cfg, const logits_opts *o)
         return 2;
     }
     tclient *c = NULL;
-    int rc = logits_client(cfg, o, &c, &er);
+    security *sec = NULL;
+    int rc = security_load(cfg, &sec, &er);
+    if (!rc)
+        rc = logits_client(cfg, o, sec, &c, &er);
     tclient_scores own = {0}, extra = {0};
     if (!rc && o->generate) {
         rc = logits_generate(c, &obs, o, &er);
@@ -490,6 +496,7 @@ static int logits_run(const config *cfg, const logits_opts *o)
     tclient_scores_clear(&own);
     tclient_scores_clear(&extra);
     tclient_free(c);
+    security_free(sec);
     logits_obs_free(&obs);
     return rc ? 1 : 0;
 }

@@ -56,6 +56,8 @@ void env_params_from_config(env_params *p, const config *c)
     p->image_c = (int)config_int(c, "env.image_channels");
     p->solvable_only = config_bool(c, "env.solvable_only");
     p->prompt_actions = config_bool(c, "env.prompt_actions");
+    p->server_key = config_str(c, "security.server_key");
+    p->client_key = config_str(c, "security.client_key");
 }
 
 /* ==== life cycle ==== */

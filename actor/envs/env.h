@@ -59,13 +59,17 @@ typedef struct env_params {
     bool prompt_actions;  /* list every action in the prompt */
     double format_valid;  /* NAN: the env's own format rewards */
     double format_invalid;
+    /* remote envs: CURVE key files (security.server_key, security.client_key);
+     * NULL or "": plaintext. They point into the config and are read when
+     * the env is created. */
+    const char *server_key, *client_key;
 } env_params;
 
 /* Defaults: native size, RGB, solvable_only, short prompt, env format rewards. */
 void env_params_default(env_params *p);
 /* Defaults overlaid with the [env] section of a configuration
  * (image_width, image_height, image_channels, solvable_only,
- * prompt_actions). */
+ * prompt_actions) and the [security] key files. */
 struct config;
 void env_params_from_config(env_params *p, const struct config *c);
 

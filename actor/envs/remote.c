@@ -23,6 +23,7 @@ struct remote_env {
     remote_env_options opt;
     env_params p;
     void *zctx;
+    security *sec; /* CURVE keys of the rpc client's sockets, or plaintext */
     rpc_client rpc;
     char id[WIRE_MAX_ID_LEN + 1];
     uint64_t session, episode, seed;
@@ -638,8 +639,11 @@ int remote_env_new(const char *name, const env_params *p, remote_env **out, err 
         free(r);
         return err_set(e, GTRT_ENET, "zmq_ctx_new failed");
     }
-    rc = rpc_client_init(&r->rpc, r->zctx, r->endpoint, GTRT__ROLE__ROLE_ACTOR, r->id,
-                         r->opt.timeout_ms, r->opt.retries, REMOTE_ENV_MAX_IMAGE + (64 << 10), e);
+    rc = security_load_files(p->server_key, p->client_key, NULL, false, &r->sec, e);
+    if (!rc)
+        rc = rpc_client_init_secure(&r->rpc, r->zctx, r->endpoint, GTRT__ROLE__ROLE_ACTOR, r->id,
+                                    r->opt.timeout_ms, r->opt.retries,
+                                    REMOTE_ENV_MAX_IMAGE + (64 << 10), r->sec, e);
     if (!rc && (rc = remote_request_reset(r, NULL, 0, true)) != 0 && e)
         *e = r->error;
     if (rc) {
@@ -657,6 +661,7 @@ void remote_env_free(remote_env *r)
     rpc_client_deinit(&r->rpc);
     if (r->zctx)
         zmq_ctx_term(r->zctx);
+    security_free(r->sec);
     cJSON_Delete(r->info);
     free(r->image);
     free(r);

@@ -38,6 +38,7 @@ import sys
 import time
 
 import zmq
+import zmq.utils.z85
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 try:
@@ -333,17 +334,88 @@ class EnvServer:
             return [encode_header(self.server_id, MSG_ERROR, rid), err.SerializeToString()]
 
 
+# ==== CURVE (common/security.h) ====
+
+def _key_lines(path, limit):
+    with open(path, 'rb') as f:
+        text = f.read(limit + 1)
+    if len(text) > limit:
+        raise ValueError('%s: more than %d bytes' % (path, limit))
+    for n, line in enumerate(text.decode('ascii').splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith('#'):
+            yield n, line
+
+
+def _z85_key(path, n, text):
+    try:
+        if len(text) == 40 and len(zmq.utils.z85.decode(text)) == 32:
+            return text.encode()
+    except (KeyError, ValueError, TypeError):
+        pass
+    raise ValueError('%s:%d: not a Z85 key (40 characters)' % (path, n))
+
+
+def read_secret_key(path):
+    """The secret key of a gtrt NAME.key file ("secret-key = Z85" line)."""
+    for n, line in _key_lines(path, 4096):
+        name, eq, value = line.partition('=')
+        if eq and name.strip() == 'secret-key':
+            return _z85_key(path, n, value.strip())
+    raise ValueError('%s: no secret-key line (give the server key pair, NAME.key)' % path)
+
+
+def read_allow(path):
+    """Z85 client keys of an allow-list: one per line, '#' comments."""
+    keys = set()
+    for n, line in _key_lines(path, 4 << 20):
+        words = line.split(None, 1)
+        if len(words) > 1 and not words[1].startswith('#'):
+            raise ValueError('%s:%d: one key per line' % (path, n))
+        keys.add(_z85_key(path, n, words[0]))
+    return keys
+
+
+def _curve_server(ctx, sock, server_key, allow, log):
+    """Make `sock` a CURVE server that admits the keys of `allow` (pyzmq's
+    own ZAP handler, in a thread); returns the handler to stop."""
+    import zmq.auth.thread
+    secret, allowed = read_secret_key(server_key), read_allow(allow)
+
+    class Allow:
+        def callback(self, domain, key):
+            if key in allowed:
+                return True
+            print('envserver: refused client key %s' % key.decode(), file=log, flush=True)
+            return False
+
+    auth = zmq.auth.thread.ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve_callback('gtrt', credentials_provider=Allow())
+    sock.curve_secretkey = secret
+    sock.curve_publickey = zmq.curve_public(secret)
+    sock.curve_server = True
+    sock.zap_domain = b'gtrt'
+    return auth
+
+
 # ==== the socket loop ====
 
-def serve(make_env, bind, server_id='envserver', max_sessions=1024, idle_s=600.0, log=None):
+def serve(make_env, bind, server_id='envserver', max_sessions=1024, idle_s=600.0, log=None,
+          server_key=None, allow=None):
     """Serve until SIGINT or SIGTERM. Prints 'READY <endpoint>' on stdout
-    once bound (with the real port when `bind` ends in ':*')."""
+    once bound (with the real port when `bind` ends in ':*'). With
+    server_key (the cluster's server.key) and allow (the allow-list) it
+    serves CURVE clients whose key is allowed, and nobody else."""
     log = log or sys.stderr
     server = EnvServer(make_env, server_id, max_sessions, idle_s)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 64 << 10)  # requests are tiny
+    if bool(server_key) != bool(allow):
+        raise ValueError('CURVE needs both the server key pair and the allow-list')
+    auth = _curve_server(ctx, sock, server_key, allow, log) if server_key else None
     sock.bind(bind)
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
     stop = []
@@ -373,6 +445,8 @@ def serve(make_env, bind, server_id='envserver', max_sessions=1024, idle_s=600.0
                         server.counters['tx_dropped'] += 1
     finally:
         sock.close(0)
+        if auth:
+            auth.stop()
         ctx.term()
         print('envserver %s: stopped; %s' % (server_id, dict(sorted(server.counters.items()))),
               file=log, flush=True)

@@ -100,8 +100,11 @@ def main(argv=None):
                     help='envs kept at once (least recently used dropped first)')
     ap.add_argument('--idle-s', type=float, default=600.0,
                     help='drop an env after this many seconds without requests')
+    ap.add_argument('--server-key', help="CURVE: the cluster's server.key (with --allow)")
+    ap.add_argument('--allow', help='CURVE: allow-list of client public keys')
     a = ap.parse_args(argv)
-    envserver.serve(NumberLine, a.bind, a.id, a.max_sessions, a.idle_s)
+    envserver.serve(NumberLine, a.bind, a.id, a.max_sessions, a.idle_s,
+                    server_key=a.server_key, allow=a.allow)
     return 0
 
 

@@ -36,6 +36,11 @@ then counts, modes, positions and frame sizes against the request).
     r.values[0]          # one row per answer position: [logprob] (sampled)
     r.teacher_version
 
+CURVE (common/security.h): with server_key (the cluster's server.pub or
+server.key) and client_key (this client's own NAME.key from `gtrt keygen`,
+whose NAME.pub is in the teacher's security.allow), every socket is a
+CURVE client; without them it speaks plaintext.
+
 CLI: python3 gtrt_teacher.py --help
 """
 
@@ -48,6 +53,7 @@ import sys
 import time
 
 import zmq
+import zmq.utils.z85
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 try:
@@ -338,6 +344,39 @@ def _take_generate(body, payload, seqs, max_new, min_version, endpoint):
 # ==== the client ====
 
 
+def read_key(path):
+    """(public, secret) Z85 keys (bytes) of a gtrt key file: NAME.key holds
+    "public-key = ..." and "secret-key = ..." lines, NAME.pub the public key
+    alone (secret None). The C reader (security_key_read) is the reference;
+    this one checks less (the mode, the pair's match)."""
+    public = secret = None
+    with open(path, 'rb') as f:
+        text = f.read(4097)
+    if len(text) > 4096:
+        raise ValueError('%s: too big for a key file' % path)
+    for n, line in enumerate(text.decode('ascii').splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        name, eq, value = line.partition('=')
+        name, value = (name.strip(), value.strip()) if eq else ('public-key', line)
+        try:
+            ok = name in ('public-key', 'secret-key') and len(zmq.utils.z85.decode(value)) == 32
+        except (KeyError, ValueError, TypeError):  # characters outside Z85
+            ok = False
+        if not ok:
+            raise ValueError('%s:%d: not a Z85 key line' % (path, n))
+        if name == 'public-key':
+            public = value.encode()
+        else:
+            secret = value.encode()
+    if secret and not public:
+        public = zmq.curve_public(secret)
+    if not public:
+        raise ValueError('%s: no key in the file' % path)
+    return public, secret
+
+
 class _Teacher:
     def __init__(self, endpoint):
         self.endpoint = endpoint
@@ -350,7 +389,8 @@ class TeacherClient:
     client per thread, as with ZeroMQ sockets."""
 
     def __init__(self, endpoints, timeout_ms=2000, attempts=3, cooldown_ms=10000,
-                 sender_id=None, max_msg_bytes=4 << 20, context=None):
+                 sender_id=None, max_msg_bytes=4 << 20, context=None, server_key=None,
+                 client_key=None):
         if isinstance(endpoints, str):
             endpoints = endpoints.split(',')
         endpoints = [e.strip() for e in endpoints]
@@ -363,6 +403,14 @@ class TeacherClient:
             raise ValueError('bad sender id %r (1..64 of [A-Za-z0-9._:@-])' % self.sender_id)
         self.timeout_ms, self.attempts, self.cooldown_ms = timeout_ms, attempts, cooldown_ms
         self.max_msg_bytes = max_msg_bytes
+        self.curve = None
+        if server_key:
+            if not client_key:
+                raise ValueError('server_key needs client_key: this client\'s own key pair')
+            pub, sec = read_key(client_key)
+            if not sec:
+                raise ValueError('%s holds no secret key: give the .key file' % client_key)
+            self.curve = (read_key(server_key)[0], pub, sec)
         self.ctx = context or zmq.Context.instance()
         self.teachers = [_Teacher(e) for e in endpoints]
         self.next = 0
@@ -463,6 +511,8 @@ class TeacherClient:
             t.sock = self.ctx.socket(zmq.DEALER)
             t.sock.setsockopt(zmq.LINGER, 0)
             t.sock.setsockopt(zmq.MAXMSGSIZE, self.max_msg_bytes)
+            if self.curve:
+                t.sock.curve_serverkey, t.sock.curve_publickey, t.sock.curve_secretkey = self.curve
             t.sock.connect(t.endpoint)
         return t.sock
 
@@ -575,6 +625,8 @@ def main(argv=None):
     p.add_argument('--teacher', required=True, help='endpoint(s), comma-separated')
     p.add_argument('--timeout-ms', type=int, default=2000, help='one attempt (default 2000)')
     p.add_argument('--attempts', type=int, default=3, help='over all teachers (default 3)')
+    p.add_argument('--server-key', help="CURVE: the cluster's server.pub (or .key)")
+    p.add_argument('--client-key', help='CURVE: this client\'s own NAME.key')
     sub = p.add_subparsers(dest='cmd', required=True)
     sub.add_parser('status', help="the teacher's counters and labels")
     for name in ('logits', 'generate'):
@@ -595,7 +647,8 @@ def main(argv=None):
             q.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
     try:
-        with TeacherClient(a.teacher, timeout_ms=a.timeout_ms, attempts=a.attempts) as c:
+        with TeacherClient(a.teacher, timeout_ms=a.timeout_ms, attempts=a.attempts,
+                           server_key=a.server_key, client_key=a.client_key) as c:
             if a.cmd == 'status':
                 out = c.status()
             elif a.cmd == 'logits':
