@@ -8,6 +8,13 @@ PACKAGES=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev
   libopenblas-dev libcriterion-dev libinih-dev libcjson-dev libssl-dev libpng-dev
   python3-torch python3-numpy python3-protobuf python3-zmq
+  # tests/cluster: a single-node Slurm with munge (test_slurm.sh starts its own
+  # daemons from a temporary directory; on a host running systemd the packages'
+  # own services may start too and fail for want of /etc/slurm/slurm.conf,
+  # which is harmless) and the manifest checker (test_k8s_manifests.sh)
+  slurmctld slurmd slurm-client munge python3-yaml
+  # tests/cluster/test_netns.sh: network namespaces, veth pairs, a bridge
+  iproute2
 )
 
 missing=()
