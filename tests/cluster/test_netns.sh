@@ -410,7 +410,10 @@ link_outage() {
     say "both ends gave up on each other (learner at v$(version)); actor1 sent $HELD steps" \
         "the learner has not settled; link up"
     net_link actor1 up
+    local up_ns; up_ns=$(date +%s%N)
     wait_for "actor1 to register again" eval 'learner_sees actor1 1 && actor_welcomed actor1 1'
+    say "actor1 registered again $(awk -v ns=$(($(date +%s%N) - up_ns)) \
+        'BEGIN { printf "%.1f s", ns / 1e9 }') after its link came back"
     wait_for "actor1 to resend its unacknowledged batches" \
         sum_above actor1 "$before" batches_resent batches_retried
     RESENT=$(($(sum actor1 batches_resent batches_retried) - before))
