@@ -358,6 +358,10 @@ int actor_main(int argc, char **argv)
         "checkpoints, plays actor.envs environments of env.name in lock step and sends\n"
         "finished episodes; keeps unacknowledged ones and resends them after the learner\n"
         "comes back. Start as many as you like, on any host.\n"
+        "Guidance follows run.mode: gtr has the env's oracle correct each answer;\n"
+        "turbo-sft and turbo-kl ask the teachers the learner lists (one request per turn\n"
+        "for all envs) for an answer to imitate or for logprobs of the policy's own answer;\n"
+        "a turn no teacher answers in time is sent unguided (plain PPO) and counted.\n"
         "Stops cleanly on SIGINT or SIGTERM (exit code 0)."};
     cli_common common;
     int rc = cli_parse(argc, argv, &cmd, NULL, &common, NULL, NULL, 0);
