@@ -402,7 +402,7 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
     free(spliced);
     /* Token kinds from our own tokenizer, not the teacher's say-so: the
      * learner masks the action by them. */
-    tok_answer_parts(imitate, nfix, s.teacher_kind);
+    tok_answer_parts(s.teacher_answer, nfix, s.teacher_kind);
     if (r->tlogp[i]) {
         memcpy(s.teacher_logprob, r->tlogp[i], (size_t)res->n * sizeof *s.teacher_logprob);
         s.has_teacher_logprob = true;
