@@ -448,7 +448,7 @@ static void sys_probe(const char *what, const char *ep, const char *status_ep, i
 }
 
 Test(curve, keyed_system_trains_and_refuses_strangers_everywhere, .init = make_dir,
-     .fini = cleanup, .timeout = 240)
+     .fini = cleanup, .timeout = 480)
 {
     sys_keys();
     sys_start();
