@@ -316,13 +316,15 @@ static bool rollout_action_span(const int32_t *ids, int n, int *b, int *e)
 /* turbo-sft, as GTR-Turbo does it: the teacher's answer with its action
  * replaced by the policy's own (only the non-action tokens are imitated,
  * and they should be conditioned on what was really done). Writes a new
- * array into *out (caller frees) and returns its length; when either
- * answer has no action the teacher's answer is copied as it is. */
+ * array into *out (caller frees) and returns its length. When the policy's
+ * answer is not well formed (`own_valid` false; its "action" tokens may be
+ * anything) or either answer has no action, the teacher's answer is copied
+ * as it is: its action is masked from the loss anyway. */
 static int rollout_teacher_answer(const tclient_answer *t, const sample_result *res,
-                                  int32_t **out)
+                                  bool own_valid, int32_t **out)
 {
     int tb, te, pb, pe;
-    bool splice = rollout_action_span(t->ids, t->n, &tb, &te) &&
+    bool splice = own_valid && rollout_action_span(t->ids, t->n, &tb, &te) &&
                   rollout_action_span(res->tokens, res->n, &pb, &pe);
     int n = splice ? t->n - (te - tb) + (pe - pb) : t->n;
     *out = malloc((size_t)(n ? n : 1) * sizeof **out);
@@ -386,7 +388,9 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
         nfix = rollout_correct(r, re, res, text, fix, ROLLOUT_MAX_ANSWER, e);
         guide_ms = 1e-6 * (double)(clock_mono_ns() - t0);
     } else if (r->cfg.guide == ROLLOUT_GUIDE_GEN && r->tans[i]) {
-        nfix = rollout_teacher_answer(r->tans[i], res, &spliced);
+        env_parsed own;
+        env_parse_answer(re->e, text, &own);
+        nfix = rollout_teacher_answer(r->tans[i], res, own.valid, &spliced);
         imitate = spliced;
         if (nfix < 0)
             return err_set(e, nfix, "out of memory");
