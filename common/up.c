@@ -507,7 +507,8 @@ int up_main(int argc, char **argv)
         "up", "", "Run a whole training run on this machine: SFT, learner, teachers, actors, eval.",
         "Warm-starts a policy with `gtrt sft` when ppo.init_checkpoint is empty (up.sft),\n"
         "starts one learner, up.teachers teachers and up.actors actors as child processes\n"
-        "with the same --config and --set options, waits until all are registered, shows\n"
+        "with the same --config and --set options (in the turbo run.modes the actors once\n"
+        "the teachers are registered), waits until all are registered, shows\n"
         "progress until the learner has done ppo.updates updates (an actor that dies is\n"
         "started again), stops everything with SIGTERM (actors first, the learner last),\n"
         "evaluates the final policy and prints where the run directory is. With\n"
