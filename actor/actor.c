@@ -116,11 +116,9 @@ static void actor_work_cb(uv_work_t *w)
 {
     actor *a = w->data;
     err e = {0};
-    if (a->rc.guide == ROLLOUT_GUIDE_GEN || a->rc.guide == ROLLOUT_GUIDE_KL) {
-        /* A teacher list the client cannot use: this turn goes unguided. */
-        if (rollout_set_teachers(a->ro, a->teachers, &e))
-            log_warn("teachers %s: %s", a->teachers, e.msg);
-    }
+    /* A teacher list the client cannot use: this turn goes unguided. */
+    if (rollout_set_teachers(a->ro, a->teachers, &e))
+        log_warn("teachers %s: %s", a->teachers, e.msg);
     a->wrc = rollout_turn(a->ro, a->policy, a->version, actor_on_episode, a, &a->werr);
 }
 

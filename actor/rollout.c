@@ -153,9 +153,14 @@ void rollout_free(rollout *r)
     free(r);
 }
 
+static bool rollout_asks_teachers(const rollout *r)
+{
+    return r->cfg.guide == ROLLOUT_GUIDE_GEN || r->cfg.guide == ROLLOUT_GUIDE_KL;
+}
+
 int rollout_set_teachers(rollout *r, const char *endpoints, err *e)
 {
-    if (r->tc_endpoints && strcmp(r->tc_endpoints, endpoints) == 0)
+    if (!rollout_asks_teachers(r) || (r->tc_endpoints && strcmp(r->tc_endpoints, endpoints) == 0))
         return 0;
     tclient_free(r->tc);
     r->tc = NULL;
@@ -294,11 +299,13 @@ static void rollout_ask_teachers(rollout *r, int max_new)
     r->turn_guided = true;
 }
 
-/* The first run of action tokens in ids[0..n): [*b, *e); false if none. */
+/* The first run of action tokens in ids[0..n): [*b, *e); false if none.
+ * Answers here are at most TCLIENT_MAX_NEW tokens (the teacher's, checked
+ * by the client; the policy's, actor.max_new). */
 static bool rollout_action_span(const int32_t *ids, int n, int *b, int *e)
 {
-    uint8_t kind[ROLLOUT_MAX_ANSWER * 16];
-    if (n > (int)sizeof kind)
+    uint8_t kind[TCLIENT_MAX_NEW];
+    if (n > TCLIENT_MAX_NEW)
         return false;
     tok_answer_parts(ids, n, kind);
     int i = 0;
@@ -411,13 +418,12 @@ static int rollout_record(rollout *r, int i, uint64_t version, rollout_episode_f
         memcpy(s.teacher_logprob, r->tlogp[i], (size_t)res->n * sizeof *s.teacher_logprob);
         s.has_teacher_logprob = true;
     }
-    if (r->cfg.guide == ROLLOUT_GUIDE_GEN || r->cfg.guide == ROLLOUT_GUIDE_KL) {
+    if (rollout_asks_teachers(r)) {
         guide_ms = r->turn_guide_ms;
         s.guide_failed = !r->turn_guided;
         if (r->turn_guided) {
             s.teacher_version = r->tversion[i];
             r->stats.teacher_guided++;
-            r->stats.teacher_lag_sum += version > s.teacher_version ? version - s.teacher_version : 0;
         } else {
             r->stats.teacher_failed++;
         }
@@ -505,7 +511,7 @@ static int rollout_turn_timed(rollout *r, model *m, uint64_t version, rollout_ep
     r->stats.model_s += clock_since_s(t0);
     if (rc)
         return rc;
-    if (r->cfg.guide == ROLLOUT_GUIDE_GEN || r->cfg.guide == ROLLOUT_GUIDE_KL)
+    if (rollout_asks_teachers(r))
         rollout_ask_teachers(r, sc.max_new);
     r->turn_pre_ms = 1e-6 * (double)(clock_mono_ns() - turn_t0) / n;
     for (int i = 0; !rc && i < n; i++)

@@ -56,11 +56,10 @@ typedef struct rollout_stats {
     uint64_t checked, corrected;
     double oracle_s;
     /* Teacher guidance: steps that got it, steps that did not (no teacher
-     * known, no answer in time, a bad reply), time waiting for teachers,
-     * the sum of (policy version - teacher version) over guided steps. */
+     * known, no answer in time, a bad reply), time waiting for teachers.
+     * (Version lag is the learner's to compute: each step carries both.) */
     uint64_t teacher_guided, teacher_failed;
     double teacher_s;
-    uint64_t teacher_lag_sum;
 } rollout_stats;
 
 /* Called with a finished episode; takes ownership of steps[0..n) (free
@@ -73,8 +72,9 @@ int rollout_new(const rollout_config *rc, const model_config *mc, const env_para
                 const char *actor_id, rollout **out, err *e);
 void rollout_free(rollout *r);
 /* Teachers to ask for guidance: comma-separated endpoints ("" when none is
- * known). The client is rebuilt only when the list changes. Call from the
- * thread that calls rollout_turn. */
+ * known). The client is rebuilt only when the list changes; without teacher
+ * guidance (ppo, gtr) nothing happens. Call from the thread that calls
+ * rollout_turn. */
 int rollout_set_teachers(rollout *r, const char *endpoints, err *e);
 /* Play one turn in every env with policy `m` (version `version`). */
 int rollout_turn(rollout *r, model *m, uint64_t version, rollout_episode_fn fn, void *ud, err *e);
