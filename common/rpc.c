@@ -27,15 +27,8 @@ static int rpc_open(rpc_client *c, err *e)
 }
 
 int rpc_client_init(rpc_client *c, void *zctx, const char *endpoint, uint32_t role,
-                    const char *id, int timeout_ms, int retries, int64_t max_msg_bytes, err *e)
-{
-    return rpc_client_init_secure(c, zctx, endpoint, role, id, timeout_ms, retries, max_msg_bytes,
-                                  NULL, e);
-}
-
-int rpc_client_init_secure(rpc_client *c, void *zctx, const char *endpoint, uint32_t role,
-                           const char *id, int timeout_ms, int retries, int64_t max_msg_bytes,
-                           const security *sec, err *e)
+                    const char *id, int timeout_ms, int retries, int64_t max_msg_bytes,
+                    const security *sec, err *e)
 {
     memset(c, 0, sizeof *c);
     c->zctx = zctx;

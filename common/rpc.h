@@ -32,14 +32,12 @@ typedef struct rpc_reply {
     wire_msg msg;
 } rpc_reply;
 
+/* Every socket is made a CURVE client with `sec` (see security_client;
+ * NULL or no server key: plaintext). `sec` must outlive the client: a
+ * retry opens a new socket. */
 int rpc_client_init(rpc_client *c, void *zctx, const char *endpoint, uint32_t role,
-                    const char *id, int timeout_ms, int retries, int64_t max_msg_bytes, err *e);
-/* The same, every socket made a CURVE client with `sec` (see
- * security_client; NULL or no server key: plaintext). `sec` must outlive
- * the client: a retry opens a new socket. */
-int rpc_client_init_secure(rpc_client *c, void *zctx, const char *endpoint, uint32_t role,
-                           const char *id, int timeout_ms, int retries, int64_t max_msg_bytes,
-                           const security *sec, err *e);
+                    const char *id, int timeout_ms, int retries, int64_t max_msg_bytes,
+                    const security *sec, err *e);
 void rpc_client_deinit(rpc_client *c);
 
 /* Send `body` as message `type` and wait for the matching reply. A reply of

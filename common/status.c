@@ -54,13 +54,7 @@ static cJSON *status_reply_json(const char *endpoint, const Gtrt__StatusReply *r
 }
 
 int status_fetch(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
-                 cJSON **out, err *e)
-{
-    return status_fetch_secure(endpoint, timeout_ms, retries, max_msg_bytes, NULL, out, e);
-}
-
-int status_fetch_secure(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
-                        const security *sec, cJSON **out, err *e)
+                 const security *sec, cJSON **out, err *e)
 {
     *out = NULL;
     void *zctx = zmq_ctx_new();
@@ -69,7 +63,7 @@ int status_fetch_secure(const char *endpoint, int timeout_ms, int retries, int64
     char id[WIRE_MAX_ID_LEN + 1];
     snprintf(id, sizeof id, "status-%ld", (long)getpid());
     rpc_client c;
-    int rc = rpc_client_init_secure(&c, zctx, endpoint, GTRT__ROLE__ROLE_CLIENT, id, timeout_ms,
+    int rc = rpc_client_init(&c, zctx, endpoint, GTRT__ROLE__ROLE_CLIENT, id, timeout_ms,
                                     retries, max_msg_bytes, sec, e);
     if (rc == 0) {
         Gtrt__StatusRequest req = GTRT__STATUS_REQUEST__INIT;
@@ -194,7 +188,7 @@ static void status_add_teachers(cJSON *st, int timeout_ms, int64_t max_msg_bytes
             continue;
         cJSON *t = NULL;
         err e = {0};
-        if (status_fetch_secure(status_str(p, "endpoint"), timeout_ms, 1, max_msg_bytes, sec, &t,
+        if (status_fetch(status_str(p, "endpoint"), timeout_ms, 1, max_msg_bytes, sec, &t,
                                 &e)) {
             t = cJSON_CreateObject();
             cJSON_AddStringToObject(t, "id", status_str(p, "id"));
@@ -239,7 +233,7 @@ int status_main(int argc, char **argv)
     security *sec = NULL;
     rc = security_load(cfg, &sec, &e);
     if (!rc)
-        rc = status_fetch_secure(ep, tmo, (int)config_int(cfg, "net.request_retries"), max_msg,
+        rc = status_fetch(ep, tmo, (int)config_int(cfg, "net.request_retries"), max_msg,
                                  sec, &st, &e);
     config_free(cfg);
     if (rc == 0 && !teacher_ep)

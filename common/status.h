@@ -14,12 +14,10 @@
  * object {"endpoint", "self": {...}, "peers": [...], "counters": {...},
  * "labels": {...}} owned by the caller (cJSON_Delete). `gtrt status` adds
  * "teachers": [...], the status objects of the learner's alive teachers. */
-int status_fetch(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
-                 cJSON **out, err *e);
-/* The same as a CURVE client with `sec`'s keys (NULL: plaintext). */
+/* As a CURVE client with `sec`'s keys (NULL: plaintext). */
 struct security;
-int status_fetch_secure(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
-                        const struct security *sec, cJSON **out, err *e);
+int status_fetch(const char *endpoint, int timeout_ms, int retries, int64_t max_msg_bytes,
+                 const struct security *sec, cJSON **out, err *e);
 /* Print a status object as a human table. */
 void status_print(FILE *f, const cJSON *st);
 /* Number of alive peers of `role` ("actor", "teacher") in a status object. */

@@ -71,7 +71,7 @@ static int tclient_connect_all(tclient *c, const char *endpoints, err *e)
         char ep[256];
         memcpy(ep, s, len);
         ep[len] = '\0';
-        int rc = rpc_client_init_secure(&c->t[c->n].rpc, c->zctx, ep, GTRT__ROLE__ROLE_CLIENT,
+        int rc = rpc_client_init(&c->t[c->n].rpc, c->zctx, ep, GTRT__ROLE__ROLE_CLIENT,
                                         c->id, c->o.timeout_ms, 1, c->o.max_msg_bytes, c->o.sec, e);
         if (rc)
             return rc;

@@ -266,7 +266,7 @@ static cJSON *up_status(const up_ctx *u, int timeout_ms)
     err e = {0};
     security *sec = NULL; /* up_check_config made sure it loads */
     if (security_load(u->cfg, &sec, &e) == 0)
-        status_fetch_secure(config_str(u->cfg, "learner.connect"), timeout_ms, 1,
+        status_fetch(config_str(u->cfg, "learner.connect"), timeout_ms, 1,
                             config_int(u->cfg, "net.max_msg_bytes"), sec, &st, &e);
     security_free(sec);
     return st;

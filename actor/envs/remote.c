@@ -641,7 +641,7 @@ int remote_env_new(const char *name, const env_params *p, remote_env **out, err 
     }
     rc = security_load_files(p->server_key, p->client_key, NULL, false, &r->sec, e);
     if (!rc)
-        rc = rpc_client_init_secure(&r->rpc, r->zctx, r->endpoint, GTRT__ROLE__ROLE_ACTOR, r->id,
+        rc = rpc_client_init(&r->rpc, r->zctx, r->endpoint, GTRT__ROLE__ROLE_ACTOR, r->id,
                                     r->opt.timeout_ms, r->opt.retries,
                                     REMOTE_ENV_MAX_IMAGE + (64 << 10), r->sec, e);
     if (!rc && (rc = remote_request_reset(r, NULL, 0, true)) != 0 && e)

@@ -158,7 +158,7 @@ static pid_t bt_spawn(const bt_run *r, const bt_opts *o, const char *role, const
 static bool bt_has_model(const char *ep)
 {
     cJSON *st = NULL;
-    if (status_fetch(ep, 2000, 1, 1 << 22, &st, NULL))
+    if (status_fetch(ep, 2000, 1, 1 << 22, NULL, &st, NULL))
         return false;
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(st, "counters"), "has_model");
@@ -328,7 +328,7 @@ static void *bt_worker_main(void *arg)
 static double bt_counter(const char *ep, const char *name)
 {
     cJSON *st = NULL;
-    if (status_fetch(ep, 10000, 1, 1 << 22, &st, NULL))
+    if (status_fetch(ep, 10000, 1, 1 << 22, NULL, &st, NULL))
         return NAN;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(st, "counters"), name);

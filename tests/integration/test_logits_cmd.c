@@ -125,7 +125,7 @@ static void wait_teacher(void)
 {
     for (int waited = 0; waited < WAIT_MS; waited += 200) {
         cJSON *st = NULL;
-        if (status_fetch(lt.teacher_ep, 2000, 1, 1 << 22, &st, NULL) == 0) {
+        if (status_fetch(lt.teacher_ep, 2000, 1, 1 << 22, NULL, &st, NULL) == 0) {
             const cJSON *c = cJSON_GetObjectItemCaseSensitive(st, "counters");
             const cJSON *h = cJSON_GetObjectItemCaseSensitive(c, "has_model");
             bool have = cJSON_IsNumber(h) && h->valuedouble == 1;

@@ -66,7 +66,7 @@ static void call(server *sv, int retries, int *rc_out, err *e, uint32_t *type_ou
     pthread_create(&th, NULL, server_run, sv);
     rpc_client c;
     cr_assert_eq(rpc_client_init(&c, sv->ctx, sv->ep, GTRT__ROLE__ROLE_CLIENT, "cli", 300, retries,
-                                 1 << 20, e),
+                                 1 << 20, NULL, e),
                  0);
     Gtrt__StatusRequest req = GTRT__STATUS_REQUEST__INIT;
     rpc_reply rep;
